@@ -1,0 +1,1 @@
+"""Triton GPU kernels of tconv, shipped as ``tconv.kernels``."""

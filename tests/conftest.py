@@ -35,7 +35,7 @@ def _import_namespace(name):
     return module
 
 
-@pytest.fixture(params=NAMESPACES)
+@pytest.fixture(params=NAMESPACES, scope="session")
 def xp(request):
     """An array namespace: the tests build inputs with ``xp.asarray`` and read back by NumPy."""
     return _import_namespace(request.param)

@@ -1,0 +1,186 @@
+"""The CPU path against the float64 direct-definition reference, over random geometries, for every
+installed namespace; and against torch autograd of ``conv_transpose2d``."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import reference
+import tconv
+
+pair = st.tuples(st.integers(1, 3), st.integers(1, 3))
+
+
+@st.composite
+def geometries(draw):
+    strides = draw(pair)
+    output_padding = draw(st.one_of(
+        st.none(), st.tuples(st.integers(0, strides[0] - 1), st.integers(0, strides[1] - 1))))
+    groups = draw(st.integers(1, 3))
+    geometry = dict(
+        batch=draw(st.integers(1, 2)),
+        size=(draw(st.integers(1, 5)), draw(st.integers(1, 5))),
+        kernel_size=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        in_channels=groups * draw(st.integers(1, 3)),
+        filters_per_group=draw(st.integers(1, 3)),
+        groups=groups,
+        strides=strides,
+        dilation_rate=draw(pair),
+        padding=draw(st.sampled_from(["valid", "same", "SAME"])),
+        output_padding=output_padding,
+        data_format=draw(st.sampled_from(["channels_last", "channels_first"])),
+        use_bias=draw(st.booleans()),
+    )
+    out = [reference.output_length(n, k, s, d, geometry["padding"].lower(), o)
+           for n, k, s, d, o in zip(geometry["size"], geometry["kernel_size"], strides,
+                                    geometry["dilation_rate"], output_padding or (None, None))]
+    assume(min(out) >= 1)
+    return geometry
+
+
+def _case(g, seed=0):
+    """NHWC float64 inputs for geometry ``g``, plus the op's keyword options."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((g["batch"], *g["size"], g["in_channels"]))
+    kernel = rng.standard_normal((*g["kernel_size"], g["filters_per_group"], g["in_channels"]))
+    bias = rng.standard_normal(g["filters_per_group"] * g["groups"]) if g["use_bias"] else None
+    options = {k: g[k] for k in ("strides", "padding", "output_padding", "dilation_rate",
+                                 "groups", "data_format")}
+    return x, kernel, bias, options
+
+
+def _ref_options(options):
+    return dict(strides=options["strides"], padding=options["padding"],
+                output_padding=options["output_padding"], dilation=options["dilation_rate"],
+                groups=options["groups"])
+
+
+def _to_layout(a, data_format):
+    return np.transpose(a, (0, 3, 1, 2)) if data_format == "channels_first" else a
+
+
+def _from_layout(a, data_format):
+    return np.transpose(a, (0, 2, 3, 1)) if data_format == "channels_first" else a
+
+
+@given(geometries())
+def test_forward_matches_reference(xp, g):
+    x, kernel, bias, options = _case(g)
+    fmt = options["data_format"]
+    y = tconv.conv2d_transpose(
+        xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+        None if bias is None else xp.asarray(bias), backend="cpu", **options)
+    expected = reference.forward(x, kernel, bias, **_ref_options(options))
+    assert y.dtype == xp.float64
+    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected, rtol=1e-10, atol=1e-10)
+    assert tuple(y.shape) == tconv.conv2d_transpose_output_shape(
+        _to_layout(x, fmt).shape, g["kernel_size"], kernel.shape[2] * g["groups"],
+        **{k: v for k, v in options.items() if k != "groups"})
+
+
+@given(geometries())
+def test_backward_matches_reference(xp, g):
+    x, kernel, _, options = _case(g)
+    fmt = options["data_format"]
+    expected_y = reference.forward(x, kernel, **_ref_options(options))
+    dy = np.random.default_rng(1).standard_normal(expected_y.shape)
+    dx, dkernel, dbias = tconv.conv2d_transpose_backward(
+        xp.asarray(_to_layout(dy, fmt)), xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+        backend="cpu", **options)
+    ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
+    np.testing.assert_allclose(_from_layout(np.asarray(dx), fmt), ref_dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(dkernel), ref_dkernel, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(dbias), ref_dbias, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-4), ("float16", 2e-2)])
+def test_low_precision_accumulates_in_float32(xp, dtype_name, tol):
+    if not hasattr(xp, dtype_name):
+        pytest.skip(f"{xp.__name__} has no {dtype_name}")
+    dtype = getattr(xp, dtype_name)
+    g = dict(batch=2, size=(4, 5), kernel_size=(3, 3), in_channels=64, filters_per_group=3,
+             groups=1, strides=(2, 2), dilation_rate=(1, 1), padding="same",
+             output_padding=None, data_format="channels_last", use_bias=True)
+    x, kernel, bias, options = _case(g)
+    y = tconv.conv2d_transpose(xp.asarray(x, dtype=dtype), xp.asarray(kernel, dtype=dtype),
+                               xp.asarray(bias, dtype=dtype), **options)
+    assert y.dtype == dtype
+    # The reference sees the same rounded inputs, so only accumulation error remains.
+    rounded = [np.asarray(a, dtype=dtype_name).astype(np.float64) for a in (x, kernel, bias)]
+    expected = reference.forward(*rounded, **_ref_options(options))
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(np.asarray(y).astype(np.float64), expected, atol=tol * scale)
+
+
+@given(geometries())
+def test_backward_matches_torch_autograd(g):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    x, kernel, _, options = _case(g)
+    fmt = options["data_format"]
+    spec = tconv.make_spec(_to_layout(x, fmt).shape, kernel.shape, **options)
+    xt = torch.tensor(x, requires_grad=True)
+    # torch's (Cin, F/groups, kh, kw) kernel: the Keras layout transposed.
+    kt = torch.tensor(kernel, requires_grad=True)
+    full = torch.nn.functional.conv_transpose2d(
+        xt.permute(0, 3, 1, 2), kt.permute(3, 2, 0, 1).contiguous(), stride=spec.strides,
+        dilation=spec.dilation_rate, groups=spec.groups)
+    # torch yields every landing row; Keras keeps [pad_top, pad_top + out) of them, zero-extended.
+    extra_h = max(0, spec.pad_top + spec.out_height - full.shape[2])
+    extra_w = max(0, spec.pad_left + spec.out_width - full.shape[3])
+    full = torch.nn.functional.pad(full, (0, extra_w, 0, extra_h))
+    y = full[:, :, spec.pad_top:spec.pad_top + spec.out_height,
+             spec.pad_left:spec.pad_left + spec.out_width].permute(0, 2, 3, 1)
+    dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(dy))
+    dx, dkernel, dbias = tconv.conv2d_transpose_backward(
+        _to_layout(dy, fmt), _to_layout(x, fmt), kernel, **options)
+    np.testing.assert_allclose(_from_layout(dx, fmt), xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dkernel, kt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dbias, dy.sum(axis=(0, 1, 2)), rtol=1e-10, atol=1e-10)
+
+
+def test_empty_batch_returns_empty_output(xp):
+    x = xp.zeros((0, 3, 4, 2), dtype=xp.float64)
+    kernel = xp.ones((3, 3, 5, 2), dtype=xp.float64)
+    y = tconv.conv2d_transpose(x, kernel, strides=2, padding="same")
+    assert tuple(y.shape) == (0, 6, 8, 5)
+    dy = xp.zeros((0, 6, 8, 5), dtype=xp.float64)
+    dx, dkernel, dbias = tconv.conv2d_transpose_backward(dy, x, kernel, strides=2, padding="same")
+    assert tuple(dx.shape) == (0, 3, 4, 2)
+    np.testing.assert_array_equal(np.asarray(dkernel), np.zeros((3, 3, 5, 2)))
+    np.testing.assert_array_equal(np.asarray(dbias), np.zeros(5))
+
+
+def test_views_read_only_and_non_finite_inputs_are_not_mutated():
+    """NaN/Inf propagate exactly as the definition says: a non-finite kernel tap reaches only the
+    outputs that tap reaches from a real input pixel (TF and torch scatter; zero padding must never
+    multiply it), and nothing the caller passed is written to."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((2, 8, 6, 3))
+    x = base[:, ::2, ::-1, :]                                    # non-contiguous, negative strides
+    x.setflags(write=False)
+    kernel = np.asfortranarray(rng.standard_normal((2, 3, 4, 3)))
+    kernel[0, 0, 0, 0] = np.nan
+    kernel.setflags(write=False)
+    bias = np.array([1.0, np.inf, -1.0, 0.0])
+    before = (x.copy(), kernel.copy(), bias.copy())
+    y = tconv.conv2d_transpose(x, kernel, bias, strides=(2, 1), padding="same")
+    expected = reference.forward(x, kernel, bias, strides=(2, 1), padding="same")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    tconv.conv2d_transpose_backward(dy, x, kernel, strides=(2, 1), padding="same")
+    for after, original in zip((x, kernel, bias), before):
+        np.testing.assert_array_equal(after, original)
+
+
+def test_keras_json_sets_the_default_data_format(tmp_path, monkeypatch):
+    (tmp_path / "keras.json").write_text('{"image_data_format": "channels_first"}')
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    x = np.ones((1, 2, 3, 3))                                    # N, C, H, W
+    assert tconv.conv2d_transpose(x, np.ones((2, 2, 4, 2))).shape == (1, 4, 4, 4)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "missing"))
+    assert tconv.conv2d_transpose(np.ones((1, 3, 3, 2)), np.ones((2, 2, 4, 2))).shape == (
+        1, 4, 4, 4)

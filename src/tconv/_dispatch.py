@@ -58,6 +58,32 @@ def _select_backend(backend: str, x):
     return _cpu
 
 
+def _framework_route(backend: str, x):
+    """The front end for arrays that need more than the array API, or None.
+
+    torch tensors go through a ``torch.library`` custom op (autograd, ``torch.compile``), Dask
+    arrays through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
+    views onto the GPU backend. Each route module exposes ``conv2d_transpose(x, kernel, bias, spec,
+    output_padding, backend)`` and ``conv2d_transpose_backward(dy, x, kernel, spec, output_padding,
+    backend)``, and is imported only when the caller's arrays come from its framework.
+    """
+    backend = normalize_backend(backend)  # a lazy route (Dask) must not defer this error
+    if array_api_compat.is_torch_array(x):
+        from . import _torch_op
+
+        return _torch_op
+    if array_api_compat.is_dask_array(x):
+        from . import _dask
+
+        return _dask
+    if backend != "cpu" and (array_api_compat.is_cupy_array(x)
+                             or array_api_compat.is_jax_array(x)):
+        from . import _interop
+
+        return _interop if _interop.is_foreign_gpu_array(x) else None
+    return None
+
+
 def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups):
     return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
                      output_padding=output_padding, data_format=data_format,
@@ -96,6 +122,9 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
+    route = _framework_route(backend, x)
+    if route is not None:
+        return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
     return _select_backend(backend, x).conv2d_transpose(xp, x, kernel, bias, spec)
 
 
@@ -113,6 +142,9 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
+    route = _framework_route(backend, x)
+    if route is not None:
+        return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
     return _select_backend(backend, x).conv2d_transpose_backward(xp, dy, x, kernel, spec)
 
 

@@ -1,0 +1,119 @@
+"""``tconv.conv2d_transpose`` for torch tensors as a ``torch.library`` custom op pair.
+
+The forward op and the backward op are opaque to torch: ``register_fake`` gives ``torch.compile``
+their output shapes (from :func:`tconv.make_spec`, as everywhere), and ``register_autograd`` wires
+the backward op as the forward's gradient, so autograd and ``torch.compile(fullgraph=True)`` see one
+node each and never break the graph. Custom ops take simple arguments only, so the spec travels as
+its options and is rebuilt inside with ``make_spec``. The backward selects its backend from the same
+``backend`` option and the same device as the forward did, hence it runs where the forward ran.
+
+Imported by the dispatcher only when the caller's arrays are torch tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import array_api_compat.torch as torch_xp
+import torch
+
+from ._spec import ConvTransposeSpec, _pair, make_spec
+
+
+def _options(spec: ConvTransposeSpec, output_padding) -> dict:
+    """The custom op's keyword arguments that rebuild ``spec``; ``output_padding`` is the
+    caller's, which ``spec`` resolved into its output size but does not keep."""
+    if output_padding is not None:
+        output_padding = list(_pair(output_padding, "output_padding", minimum=0))
+    return dict(
+        strides=list(spec.strides), padding=spec.padding, output_padding=output_padding,
+        data_format=spec.data_format, dilation_rate=list(spec.dilation_rate), groups=spec.groups,
+    )
+
+
+def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                  groups) -> ConvTransposeSpec:
+    return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups)
+
+
+def _backend_module(backend: str, x):
+    from ._dispatch import _select_backend  # the dispatcher imports this module lazily
+
+    return _select_backend(backend, x)
+
+
+@torch.library.custom_op("tconv::conv2d_transpose", mutates_args=())
+def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[torch.Tensor],
+                        strides: list[int], padding: str, output_padding: Optional[list[int]],
+                        data_format: str, dilation_rate: list[int], groups: int,
+                        backend: str) -> torch.Tensor:
+    spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                         groups)
+    y = _backend_module(backend, x).conv2d_transpose(torch_xp, x, kernel, bias, spec)
+    # Fake tensors are contiguous; the real output must have the strides compile planned for.
+    return y.contiguous()
+
+
+@conv2d_transpose_op.register_fake
+def _(x, kernel, bias, strides, padding, output_padding, data_format, dilation_rate, groups,
+      backend):
+    spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                         groups)
+    return x.new_empty(spec.output_shape)
+
+
+@torch.library.custom_op("tconv::conv2d_transpose_backward", mutates_args=())
+def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
+                                 strides: list[int], padding: str,
+                                 output_padding: Optional[list[int]], data_format: str,
+                                 dilation_rate: list[int], groups: int,
+                                 backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                         groups)
+    gradients = _backend_module(backend, x).conv2d_transpose_backward(torch_xp, dy, x, kernel,
+                                                                      spec)
+    return tuple(g.contiguous() for g in gradients)
+
+
+@conv2d_transpose_backward_op.register_fake
+def _(dy, x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+      backend):
+    spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                         groups)
+    return x.new_empty(x.shape), kernel.new_empty(kernel.shape), x.new_empty((spec.filters,))
+
+
+_OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilation_rate", "groups",
+                 "backend")
+
+
+def _setup_context(ctx, inputs, output):
+    x, kernel, bias, *options = inputs
+    ctx.save_for_backward(x, kernel)
+    ctx.options = dict(zip(_OPTION_NAMES, options))
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dy):
+    x, kernel = ctx.saved_tensors
+    # Upstream gradients are often broadcast views (stride 0); the kernels want dense memory.
+    dx, dkernel, dbias = conv2d_transpose_backward_op(dy.contiguous(), x, kernel, **ctx.options)
+    # One gradient per forward input: tensors first, then None for each option.
+    return (dx, dkernel, dbias if ctx.has_bias else None) + (None,) * len(_OPTION_NAMES)
+
+
+conv2d_transpose_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, backend: str):
+    """The forward on torch tensors, differentiable and traceable."""
+    return conv2d_transpose_op(x, kernel, bias, backend=backend, **_options(spec, output_padding))
+
+
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, output_padding,
+                              backend: str):
+    """The explicit backward on torch tensors, traceable."""
+    return conv2d_transpose_backward_op(dy, x, kernel, backend=backend,
+                                        **_options(spec, output_padding))

@@ -16,3 +16,12 @@ __all__ = [
     "conv2d_transpose_output_shape",
     "make_spec",
 ]
+
+
+def __getattr__(name):
+    # tconv.torch imports torch: load it on first access, never with the package.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,6 +97,8 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Args:
         x: rank-4 array, ``(N, H, W, C)`` for ``channels_last`` or ``(N, C, H, W)`` for
             ``channels_first``; any array-API array (NumPy, torch, JAX, CuPy, array-api-strict).
+            A Dask array gives a lazy Dask result, one task per batch chunk; an input chunked
+            along other axes too is first rechunked to whole images (along the batch only).
         kernel: ``(kernel_h, kernel_w, filters // groups, in_channels)``, Keras' layout.
         bias: ``(filters,)`` or None.
         strides, dilation_rate: int or 2-tuple of positive ints. Unlike Keras, dilation may be

@@ -22,7 +22,7 @@ import array_api_compat
 
 
 def is_foreign_gpu_array(x) -> bool:
-    """A CuPy array, or a concrete JAX array living on GPUs."""
+    """A CuPy array, or a concrete JAX array on one GPU."""
     if array_api_compat.is_cupy_array(x):
         return True
     if array_api_compat.is_jax_array(x):
@@ -30,7 +30,9 @@ def is_foreign_gpu_array(x) -> bool:
 
         if isinstance(x, jax.core.Tracer):
             return False
-        return all(device.platform == "gpu" for device in x.devices())
+        # A sharded array has no single buffer to view; XLA runs the array-API path on it.
+        devices = x.devices()
+        return len(devices) == 1 and next(iter(devices)).platform == "gpu"
     return False
 
 

@@ -92,9 +92,22 @@ def test_torch_gradcheck_float64(torch, shapes, options, data_format):
     if data_format == "channels_first":
         x = x.transpose(0, 3, 1, 2)
     inputs = tuple(torch.tensor(a, requires_grad=True) for a in (x, kernel, bias))
+
     assert torch.autograd.gradcheck(
         lambda x, kernel, bias: tconv.conv2d_transpose(x, kernel, bias, data_format=data_format,
                                                        **options), inputs)
+
+
+def test_torch_double_backward_gradgradcheck_float64(torch):
+    """Gradient penalties differentiate the backward: its own autograd formula is checked here."""
+    x_shape, kernel_shape, options = (1, 3, 2, 4), (2, 3, 1, 4), dict(
+        strides=(2, 1), dilation_rate=(1, 2), groups=2, output_padding=(1, 0), padding="same")
+    x, kernel, bias = _case((x_shape, kernel_shape), seed=15, groups=options["groups"])
+    inputs = tuple(torch.tensor(a, requires_grad=True) for a in (x, kernel, bias))
+    assert torch.autograd.gradgradcheck(
+        lambda x, kernel, bias: tconv.conv2d_transpose(x, kernel, bias,
+                                                       data_format="channels_last", **options),
+        inputs)
 
 
 def test_torch_gradients_match_reference_and_skip_absent_bias(torch):

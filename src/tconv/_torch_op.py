@@ -107,6 +107,29 @@ def _backward(ctx, dy):
 conv2d_transpose_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _setup_backward_context(ctx, inputs, output):
+    dy, x, kernel, *options = inputs
+    ctx.save_for_backward(dy, x, kernel)
+    ctx.options = dict(zip(_OPTION_NAMES, options))
+
+
+def _backward_of_backward(ctx, grad_dx, grad_dkernel, grad_dbias):
+    """Double backward (gradient penalties, gradgradcheck). With F the forward, linear in x and
+    in the kernel: <dx, a> = <dy, F(a, kernel)>, <dkernel, b> = <dy, F(x, b)>, <dbias, c> = <dy,
+    c broadcast>; each gradient below is one of those pairings differentiated."""
+    dy, x, kernel = ctx.saved_tensors
+    options = ctx.options
+    grad_dy = (conv2d_transpose_op(grad_dx, kernel, grad_dbias, **options)
+               + conv2d_transpose_op(x, grad_dkernel, None, **options))
+    grad_x = conv2d_transpose_backward_op(dy, x, grad_dkernel, **options)[0]
+    grad_kernel = conv2d_transpose_backward_op(dy, grad_dx, kernel, **options)[1]
+    return (grad_dy, grad_x, grad_kernel) + (None,) * len(_OPTION_NAMES)
+
+
+conv2d_transpose_backward_op.register_autograd(_backward_of_backward,
+                                               setup_context=_setup_backward_context)
+
+
 def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, backend: str):
     """The forward on torch tensors, differentiable and traceable."""
     return conv2d_transpose_op(x, kernel, bias, backend=backend, **_options(spec, output_padding))

@@ -135,6 +135,8 @@ def test_torch_opcheck_fake_schema_and_autograd_registration(torch):
             torch.tensor(bias, requires_grad=True), [2, 1], "same", None, "channels_last", [1, 1],
             1, "auto")
     torch.library.opcheck(_torch_op.conv2d_transpose_op, args)
+    dy = torch.randn(2, 6, 4, 3, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(_torch_op.conv2d_transpose_backward_op, (dy,) + args[:2] + args[3:])
 
 
 def test_torch_compile_fullgraph_forward_and_backward(torch):

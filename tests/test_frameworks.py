@@ -45,8 +45,8 @@ def _reference_options(options):
 
 
 def test_import_tconv_imports_no_framework():
-    probe = ("import sys, json, tconv; "
-             f"print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}),"
+    probe = ("import sys, json, tconv; print(json.dumps(["
+             f"sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}),"
              " 'tconv.torch' in sys.modules]))")
     loaded, torch_module_loaded = json.loads(
         subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,

@@ -57,7 +57,8 @@ def _jax_gpu():
 def test_torch_cuda_in_torch_cuda_out(dtype, tolerance):
     torch = _torch_cuda()
     x, kernel, bias = _case()
-    arrays = [torch.tensor(a, dtype=getattr(torch, dtype), device="cuda") for a in (x, kernel, bias)]
+    arrays = [torch.tensor(a, dtype=getattr(torch, dtype), device="cuda")
+              for a in (x, kernel, bias)]
     y = tconv.conv2d_transpose(*arrays, **OPTIONS)
     assert y.device == arrays[0].device and y.dtype == arrays[0].dtype
     np.testing.assert_allclose(y.cpu().numpy(), reference.forward(x, kernel, bias,

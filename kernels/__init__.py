@@ -1,1 +1,15 @@
-"""Triton GPU kernels of tconv, shipped as ``tconv.kernels``."""
+"""Triton GPU kernels of tconv, shipped as ``tconv.kernels``.
+
+Launchers take torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``) in the layout a
+:class:`tconv.ConvTransposeSpec` describes and return new tensors of the input's dtype:
+
+- :func:`forward` ``(x, kernel, bias, spec) -> y``
+- :func:`dgrad` ``(dy, kernel, spec) -> dx``
+- :func:`wgrad` ``(dy, x, spec) -> dkernel``
+- :func:`bias_grad` ``(dy, spec) -> dbias``
+"""
+
+from .backward import bias_grad, dgrad, wgrad
+from .forward import forward
+
+__all__ = ["bias_grad", "dgrad", "forward", "wgrad"]

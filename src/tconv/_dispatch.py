@@ -3,6 +3,8 @@ caller's namespace. Data flows one way: API -> spec -> dispatch -> (cpu | triton
 
 from __future__ import annotations
 
+import importlib.util
+
 import array_api_compat
 
 from . import _cpu
@@ -48,13 +50,20 @@ def _check_arrays(xp, reference_name: str, **arrays):
 
 
 def _select_backend(backend: str, x):
+    """``"auto"`` runs the Triton kernels on CUDA torch tensors when triton is installed, the
+    array-API path otherwise; ``"triton"`` never falls back."""
     backend = normalize_backend(backend)
+    triton_installed = importlib.util.find_spec("triton") is not None
     if backend == "auto":
-        backend = "cpu"
+        on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
+        backend = "triton" if on_cuda and triton_installed else "cpu"
     if backend == "triton":
-        raise ValueError(
-            "backend='triton' is not available in this build of tconv: use backend='cpu' or 'auto'"
-        )
+        if not triton_installed:
+            raise ValueError("backend='triton' is not available: the triton package is not "
+                             "installed (pip install tconv[triton]); use backend='cpu' or 'auto'")
+        from . import _triton
+
+        return _triton
     return _cpu
 
 

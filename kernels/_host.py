@@ -1,0 +1,46 @@
+"""Host-side launch helpers shared by the launchers: layouts, dtypes, index width."""
+
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+
+_INT32_LIMIT = 2**31
+
+
+def nhwc_strides(tensor: torch.Tensor, data_format: str) -> tuple[int, int, int, int]:
+    """The element strides of an image tensor in (N, H, W, C) order, whatever its layout."""
+    if data_format == "channels_first":
+        n, c, h, w = tensor.stride()
+        return n, h, w, c
+    return tuple(tensor.stride())
+
+
+def accumulator(dtype: torch.dtype):
+    """float64 accumulates in float64; every other float type in float32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def partial_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The torch dtype of :func:`accumulator`, for the split reductions' partial sums."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def input_precision(dtype: torch.dtype) -> str:
+    """IEEE float32 products unless the caller lets torch's matmuls use TF32."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def needs_64bit_index(*tensors: torch.Tensor) -> bool:
+    """Whether some offset may reach 2**31: then the kernels compute offsets in int64."""
+    return any(t is not None and _span(t) >= _INT32_LIMIT for t in tensors)
+
+
+def _span(tensor: torch.Tensor) -> int:
+    """One past the largest element offset the tensor's strides reach."""
+    if tensor.numel() == 0:
+        return 0
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape,
+                                                                     tensor.stride()))

@@ -26,11 +26,12 @@ def partial_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def input_precision(dtype: torch.dtype) -> str:
-    """IEEE float32 products unless the caller lets torch's matmuls use TF32."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+def input_precision(dtype: torch.dtype) -> str | None:
+    """For float32, IEEE products unless the caller lets torch's matmuls use TF32; half types
+    keep ``tl.dot``'s default (their products are exact in the fp32 accumulator)."""
+    if dtype != torch.float32:
+        return None
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 def needs_64bit_index(*tensors: torch.Tensor) -> bool:

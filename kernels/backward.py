@@ -30,7 +30,8 @@ _NOMINAL_TILE = 64
 _BIAS_BLOCK_ROWS = 32
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W"])
+@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
+                        "INPUT_PRECISION"])
 @triton.jit
 def _dgrad_kernel(
     dy_ptr, w_ptr, dx_ptr,
@@ -86,7 +87,8 @@ def _dgrad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & chan_ok[None, :])
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W", "SPLIT_K"])
+@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
+                        "SPLIT_K", "INPUT_PRECISION"])
 @triton.jit
 def _wgrad_kernel(
     dy_ptr, x_ptr, partial_ptr,

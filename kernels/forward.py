@@ -31,7 +31,8 @@ def _first_tap(phase, pad, KSIZE: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.co
     return first
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W"])
+@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
+                        "INPUT_PRECISION"])
 @triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,

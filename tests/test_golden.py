@@ -1,0 +1,132 @@
+"""tconv against the golden outputs TensorFlow/Keras computed (``tools/make_golden.py``).
+
+Every "op" and "tutorial" case, forward and the three gradients, with the CPU backend on NumPy,
+array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
+case), a fixed subset keeps the file's CI time in check. The Triton backend runs a fixed subset on
+torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+import tconv
+from conftest import NAMESPACES
+from golden_data import load_cases, manifest
+
+CASES = load_cases("op") + load_cases("tutorial")
+
+
+def _evenly_spaced(count):
+    return CASES[:: len(CASES) // count][:count]
+
+
+SUBSET_NAMESPACES = {"jax.numpy": _evenly_spaced(30)}
+CPU_ITEMS = [(namespace, case) for namespace in NAMESPACES
+             for case in SUBSET_NAMESPACES.get(namespace, CASES)]
+TRITON_CASES = _evenly_spaced(12)
+
+
+def _triton_device():
+    """Where the Triton items run: CUDA, else the CPU under Triton's interpreter, which must be
+    chosen before triton is first imported (torch imports it with tconv's custom op), so here,
+    at collection, as tests/test_triton.py does. None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    os.environ["TRITON_INTERPRET"] = "1"
+    return "cpu"
+
+
+TRITON_DEVICE = _triton_device()
+
+# tconv and TensorFlow sum the same products in different orders, so they differ by rounding of
+# the order of the largest value: the tolerance is relative, and absolute against max |expected|.
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
+
+
+def _options(case):
+    return {key: case.params[key] for key in
+            ("strides", "padding", "output_padding", "data_format", "dilation_rate")}
+
+
+def assert_matches(actual, expected, what):
+    actual = np.asarray(actual)
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype}, TF {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, TF {expected.shape}"
+    tol = TOLERANCE[str(expected.dtype)]
+    np.testing.assert_allclose(actual, expected, rtol=tol,
+                               atol=tol * np.max(np.abs(expected), initial=1.0), err_msg=what)
+
+
+def _check_forward(asarray, case, backend):
+    a = case.arrays
+    y = tconv.conv2d_transpose(asarray(a["x"]), asarray(a["kernel"]),
+                               asarray(a["bias"]) if "bias" in a else None,
+                               backend=backend, **_options(case))
+    assert_matches(y, a["y"], "y")
+
+
+def _check_backward(asarray, case, backend):
+    a = case.arrays
+    dx, dkernel, dbias = tconv.conv2d_transpose_backward(
+        asarray(a["dy"]), asarray(a["x"]), asarray(a["kernel"]), backend=backend,
+        **_options(case))
+    assert_matches(dx, a["dx"], "dx")
+    assert_matches(dkernel, a["dkernel"], "dkernel")
+    if "dbias" in a:  # TF has a bias gradient only for layers with a bias
+        assert_matches(dbias, a["dbias"], "dbias")
+
+
+@pytest.mark.parametrize("xp, case", CPU_ITEMS, indirect=["xp"], ids=str)
+def test_forward_cpu(xp, case):
+    _check_forward(xp.asarray, case, "cpu")
+
+
+@pytest.mark.parametrize("xp, case", CPU_ITEMS, indirect=["xp"], ids=str)
+def test_backward_cpu(xp, case):
+    _check_backward(xp.asarray, case, "cpu")
+
+
+@pytest.fixture
+def triton_asarray():
+    """Torch tensors on TRITON_DEVICE."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    pytest.importorskip("triton", reason="triton is not installed")
+    return lambda array: torch.asarray(array, device=TRITON_DEVICE)
+
+
+def _unless_triton_unavailable(check, *args):
+    """Run the check; skip only on tconv's own "triton backend not available" error."""
+    try:
+        check(*args)
+    except ValueError as error:
+        if "triton" in str(error) and "not available" in str(error):
+            pytest.skip("triton backend not available")
+        raise
+
+
+@pytest.mark.parametrize("case", TRITON_CASES, ids=str)
+def test_forward_triton(triton_asarray, case):
+    _unless_triton_unavailable(_check_forward, triton_asarray, case, "triton")
+
+
+@pytest.mark.parametrize("case", TRITON_CASES, ids=str)
+def test_backward_triton(triton_asarray, case):
+    _unless_triton_unavailable(_check_backward, triton_asarray, case, "triton")
+
+
+def test_every_refused_geometry_is_one_keras_cannot_shape():
+    """The manifest's refusals are TF's size check on 'same' with an explicit output_padding
+    (ceil(out / stride) != in), nothing else: no case was dropped for another reason."""
+    refused = manifest()["refused"]
+    assert refused
+    for entry in refused:
+        assert "Size of out_backprop doesn't match computed" in entry["error"], entry
+        assert entry["params"]["padding"].lower() == "same", entry
+        assert entry["params"]["output_padding"] is not None, entry

@@ -7,9 +7,10 @@ Launchers take torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``) in the 
 - :func:`dgrad` ``(dy, kernel, spec) -> dx``
 - :func:`wgrad` ``(dy, x, spec) -> dkernel``
 - :func:`bias_grad` ``(dy, spec) -> dbias``
+- :func:`gradients` ``(dy, x, kernel, spec) -> (dx, dkernel, dbias)``
 """
 
-from .backward import bias_grad, dgrad, wgrad
-from .forward import forward
+from ._backward import bias_grad, dgrad, gradients, wgrad
+from ._forward import forward
 
-__all__ = ["bias_grad", "dgrad", "forward", "wgrad"]
+__all__ = ["bias_grad", "dgrad", "forward", "gradients", "wgrad"]

@@ -19,8 +19,8 @@ import triton.language as tl
 
 from ._autotune import INTERPRETED, autotune_gemm
 from ._common import grouped_tile, multiply_accumulate
-from ._host import (accumulator, input_precision, needs_64bit_index, nhwc_strides,
-                    partial_dtype)
+from ._host import (accumulator, empty_image, input_precision, needs_64bit_index, nhwc_strides,
+                    partial_dtype, unit_channel_stride)
 
 # Programs per SM a split reduction aims for, and the least work one split is worth.
 _PROGRAMS_PER_SM = 2
@@ -209,9 +209,10 @@ def _sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def dgrad(dy, kernel, spec):
     """dx for torch tensors ``dy`` (forward output layout) and ``kernel`` (Keras layout)."""
-    dx = dy.new_empty(spec.input_shape)
+    dx = empty_image(dy, spec.input_shape, spec.data_format)
     if dx.numel() == 0:
         return dx
+    dy = unit_channel_stride(dy, spec.data_format)
     kernel = kernel.contiguous()
     gemm_m = spec.batch * spec.in_height * spec.in_width
 
@@ -237,6 +238,8 @@ def dgrad(dy, kernel, spec):
 
 def wgrad(dy, x, spec):
     """dkernel (Keras layout, x's dtype) for torch tensors ``dy`` and ``x`` in spec's layout."""
+    dy = unit_channel_stride(dy, spec.data_format)
+    x = unit_channel_stride(x, spec.data_format)
     gemm_k = spec.batch * spec.in_height * spec.in_width
     taps = spec.kernel_height * spec.kernel_width
     tiles = (triton.cdiv(spec.filters_per_group, _NOMINAL_TILE)
@@ -282,3 +285,10 @@ def bias_grad(dy, spec):
         BLOCK_ROWS=_BIAS_BLOCK_ROWS, BLOCK_F=block_f,
     )
     return _sum_partials(partials, dbias)
+
+
+def gradients(dy, x, kernel, spec):
+    """(dx, dkernel, dbias), with dy and x made channel-contiguous once for all three."""
+    dy = unit_channel_stride(dy, spec.data_format)
+    x = unit_channel_stride(x, spec.data_format)
+    return dgrad(dy, kernel, spec), wgrad(dy, x, spec), bias_grad(dy, spec)

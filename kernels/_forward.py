@@ -6,10 +6,13 @@ the output pixels of one phase form a plain correlation of the input with the ta
 and each program computes a ``BLOCK_M`` (pixels of one phase) x ``BLOCK_N`` (filters of one group)
 tile, reducing over that phase's taps x the group's input channels. No multiply touches the zeros
 of the "dilate the input, then convolve" view. The matching taps of a phase are ``t0, t0 + step,
-...`` with ``step = s / gcd(s, d)``; ``t0`` is found per program by a scalar scan of the taps.
+...`` with ``step = s / gcd(s, d)`` (from the host); ``t0`` is found per program by a scalar scan of
+the taps.
 
-Tensors are read and written through their strides in (N, H, W, C) order, so channels_first
-arrives as a strided view, not a copy. Bias is added in the fp32 (fp64) epilogue.
+Tensors are read and written through their strides in (N, H, W, C) order; operands whose channels
+are not adjacent in memory (channels_first) are first copied channels-last, and channels_first
+results are channels-last in memory (see ``_host.unit_channel_stride``). Bias is added in the
+fp32 (fp64) epilogue.
 """
 
 import math
@@ -19,14 +22,16 @@ import triton.language as tl
 
 from ._autotune import autotune_gemm
 from ._common import grouped_tile, multiply_accumulate
-from ._host import accumulator, input_precision, needs_64bit_index, nhwc_strides
+from ._host import (accumulator, empty_image, input_precision, needs_64bit_index, nhwc_strides,
+                    unit_channel_stride)
 
 
 @triton.jit
 def _first_tap(phase, pad, KSIZE: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr):
     """The lowest tap reaching ``phase``, or KSIZE when none does."""
     first = KSIZE
-    for tap in tl.static_range(KSIZE - 1, -1, -1):
+    for countdown in tl.static_range(KSIZE):
+        tap = KSIZE - 1 - countdown
         first = tl.where((phase + pad - tap * DIL) % STRIDE == 0, tap, first)
     return first
 
@@ -41,8 +46,8 @@ def _forward_kernel(
     in_h, in_w, out_h, out_w, rows_per_phase, cols_per_phase, pad_top, pad_left, in_channels,
     GEMM_M, GEMM_N, GEMM_K,  # batch * pixels per phase, filters per group, channels per group
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    DIL_H: tl.constexpr, DIL_W: tl.constexpr, GROUPS: tl.constexpr,
-    ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    DIL_H: tl.constexpr, DIL_W: tl.constexpr, TAP_STEP_H: tl.constexpr, TAP_STEP_W: tl.constexpr,
+    GROUPS: tl.constexpr, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), GEMM_M, GEMM_N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -69,10 +74,8 @@ def _forward_kernel(
 
     first_h = _first_tap(phase_h, pad_top, KH, STRIDE_H, DIL_H)
     first_w = _first_tap(phase_w, pad_left, KW, STRIDE_W, DIL_W)
-    step_h: tl.constexpr = STRIDE_H // math.gcd(STRIDE_H, DIL_H)
-    step_w: tl.constexpr = STRIDE_W // math.gcd(STRIDE_W, DIL_W)
-    taps_h = tl.where(first_h < KH, (KH - 1 - first_h) // step_h + 1, 0)
-    taps_w = tl.where(first_w < KW, (KW - 1 - first_w) // step_w + 1, 0)
+    taps_h = tl.where(first_h < KH, (KH - 1 - first_h) // TAP_STEP_H + 1, 0)
+    taps_w = tl.where(first_w < KW, (KW - 1 - first_w) // TAP_STEP_W + 1, 0)
     chan_blocks = tl.cdiv(GEMM_K, BLOCK_K)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
@@ -81,8 +84,8 @@ def _forward_kernel(
     for step in range(0, taps_h * taps_w * chan_blocks):
         chan_block = step % chan_blocks
         tap = step // chan_blocks
-        th = first_h + (tap // taps_w) * step_h
-        tw = first_w + (tap % taps_w) * step_w
+        th = first_h + (tap // taps_w) * TAP_STEP_H
+        tw = first_w + (tap % taps_w) * TAP_STEP_W
         # Exact divisions (the tap matches the phase), so truncation and floor agree.
         iy = qy + (phase_h + pad_top - th * DIL_H) // STRIDE_H
         ix = qx + (phase_w + pad_left - tw * DIL_W) // STRIDE_W
@@ -111,13 +114,15 @@ def _forward_kernel(
 def forward(x, kernel, bias, spec):
     """y = conv2d_transpose(x, kernel) + bias for torch tensors ``x`` (``spec.data_format``),
     ``kernel`` (Keras layout), ``bias`` (filters,) or None; y in x's layout and dtype."""
-    y = x.new_empty(spec.output_shape)
+    y = empty_image(x, spec.output_shape, spec.data_format)
     if y.numel() == 0:
         return y
     stride_h, stride_w = spec.strides
+    dil_h, dil_w = spec.dilation_rate
     rows_per_phase = triton.cdiv(spec.out_height, stride_h)
     cols_per_phase = triton.cdiv(spec.out_width, stride_w)
     gemm_m = spec.batch * rows_per_phase * cols_per_phase
+    x = unit_channel_stride(x, spec.data_format)
     kernel = kernel.contiguous()
     bias = None if bias is None else bias.contiguous()
 
@@ -133,7 +138,8 @@ def forward(x, kernel, bias, spec):
         rows_per_phase, cols_per_phase, spec.pad_top, spec.pad_left, spec.in_channels,
         gemm_m, spec.filters_per_group, spec.channels_per_group,
         KH=spec.kernel_height, KW=spec.kernel_width, STRIDE_H=stride_h, STRIDE_W=stride_w,
-        DIL_H=spec.dilation_rate[0], DIL_W=spec.dilation_rate[1], GROUPS=spec.groups,
+        DIL_H=dil_h, DIL_W=dil_w, TAP_STEP_H=stride_h // math.gcd(stride_h, dil_h),
+        TAP_STEP_W=stride_w // math.gcd(stride_w, dil_w), GROUPS=spec.groups,
         ACC=accumulator(x.dtype), INPUT_PRECISION=input_precision(x.dtype),
         INDEX_64=needs_64bit_index(x, y, kernel),
     )

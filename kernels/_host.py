@@ -16,6 +16,29 @@ def nhwc_strides(tensor: torch.Tensor, data_format: str) -> tuple[int, int, int,
     return tuple(tensor.stride())
 
 
+def unit_channel_stride(tensor: torch.Tensor, data_format: str) -> torch.Tensor:
+    """``tensor`` itself when its channels are adjacent in memory, else a channels-last copy.
+
+    The GEMM operands are gathered channel-contiguous: with unit channel stride the loads
+    vectorize and the K loop pipelines (cp.async, 3+ stages); with channels_first memory they
+    would be element-wise gathers, far slower than the one copy pass.
+    """
+    if nhwc_strides(tensor, data_format)[3] == 1:
+        return tensor
+    if data_format == "channels_first":
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor.contiguous()
+
+
+def empty_image(like: torch.Tensor, shape, data_format: str) -> torch.Tensor:
+    """A new image of ``shape`` (in ``data_format`` order) with channels adjacent in memory, so
+    the kernels' epilogue stores are coalesced: channels_first results are channels-last in
+    memory (torch's ``channels_last`` format)."""
+    memory_format = (torch.channels_last if data_format == "channels_first"
+                     else torch.contiguous_format)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+
+
 def accumulator(dtype: torch.dtype):
     """float64 accumulates in float64; every other float type in float32."""
     return tl.float64 if dtype == torch.float64 else tl.float32

@@ -53,5 +53,4 @@ def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
     """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``."""
     _check_tensor(x)
     with _on_device(x):
-        return (kernels.dgrad(dy, kernel, spec), kernels.wgrad(dy, x, spec),
-                kernels.bias_grad(dy, spec))
+        return kernels.gradients(dy, x, kernel, spec)

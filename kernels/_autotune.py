@@ -88,13 +88,13 @@ def prune_gemm_configs(configs, named_args, **kwargs):
     return kept or candidates[-1:]
 
 
-def _supports_disk_cache() -> bool:
+def supports_disk_cache() -> bool:
     return "cache_results" in inspect.signature(triton.autotune).parameters
 
 
 def autotune_gemm(key):
     """``triton.autotune`` over :data:`GEMM_CONFIGS`, pruned, keyed on ``key`` (the operand
     dtypes are part of every key), results cached on disk where this triton can."""
-    options = {"cache_results": True} if _supports_disk_cache() else {}
+    options = {"cache_results": True} if supports_disk_cache() else {}
     return triton.autotune(configs=GEMM_CONFIGS, key=list(key),
                            prune_configs_by={"early_config_prune": prune_gemm_configs}, **options)

@@ -369,7 +369,9 @@ def test_64bit_offsets_on_gpu():
 
 @needs_cuda
 def test_autotune_results_are_cached_on_disk(tmp_path):
-    """A second process reads the first one's tuning from TRITON_CACHE_DIR."""
+    """The tuning a process chose is stored under TRITON_CACHE_DIR for the next process."""
+    if not _autotune.supports_disk_cache():
+        pytest.skip(f"triton {triton.__version__}'s autotune has no cache_results")
     script = textwrap.dedent("""
         import torch, tconv
         x = torch.randn(8, 16, 16, 64, device="cuda", dtype=torch.float16)

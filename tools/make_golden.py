@@ -204,6 +204,7 @@ TUTORIAL_LAYERS = [
     ("cvae", "decoder.conv2d_transpose_3", 32, 1, 3, 1, 28, True),
     ("pix2pix", "generator.up_stack_1", 512, 512, 4, 2, 1, False),
     ("pix2pix", "generator.up_stack_2", 1024, 512, 4, 2, 2, False),
+    ("pix2pix", "generator.up_stack_3", 1024, 512, 4, 2, 4, False),
     ("pix2pix", "generator.up_stack_4", 1024, 512, 4, 2, 8, False),
     ("pix2pix", "generator.up_stack_5", 1024, 256, 4, 2, 16, False),
     ("pix2pix", "generator.up_stack_6", 512, 128, 4, 2, 32, False),

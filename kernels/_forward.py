@@ -113,7 +113,8 @@ def _forward_kernel(
 
 def forward(x, kernel, bias, spec):
     """y = conv2d_transpose(x, kernel) + bias for torch tensors ``x`` (``spec.data_format``),
-    ``kernel`` (Keras layout), ``bias`` (filters,) or None; y in x's layout and dtype."""
+    ``kernel`` (Keras layout), ``bias`` (filters,) or None; y in x's data_format and dtype
+    (channels adjacent in memory, see ``empty_image``)."""
     y = empty_image(x, spec.output_shape, spec.data_format)
     if y.numel() == 0:
         return y

@@ -195,7 +195,12 @@ def test_cpu_tensors_without_interpreter_are_refused_with_the_reason():
     assert "TRITON_INTERPRET=1" in result.stdout and "backend='cpu'" in result.stdout
 
 
-def test_auto_backend_keeps_cpu_tensors_on_the_cpu_path(monkeypatch):
+def test_non_torch_arrays_are_refused_by_the_triton_backend():
+    with pytest.raises(TypeError, match="runs on torch tensors"):
+        tconv.conv2d_transpose(np.ones((1, 2, 2, 1)), np.ones((1, 1, 1, 1)), backend="triton")
+
+
+def test_auto_backend_keeps_cpu_tensors_on_the_cpu_path():
     from tconv import _dispatch
 
     assert _dispatch._select_backend("auto", torch.ones(1)) is _cpu

@@ -10,6 +10,7 @@ from ._spec import ConvTransposeSpec, conv2d_transpose_output_shape, make_spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "Conv2DTranspose",
     "ConvTransposeSpec",
     "conv2d_transpose",
     "conv2d_transpose_backward",
@@ -18,10 +19,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # tconv.torch imports torch: load it on first access, never with the package.
-    if name == "torch":
-        import importlib
+_LAZY_SUBMODULES = ("torch", "activations", "initializers", "regularizers", "constraints")
 
-        return importlib.import_module(".torch", __name__)
+
+def __getattr__(name):
+    # tconv.torch imports torch, the layer and its helpers NumPy: load them on first access,
+    # never with the package.
+    import importlib
+
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "Conv2DTranspose":
+        return importlib.import_module(".layer", __name__).Conv2DTranspose
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -340,7 +340,9 @@ def tutorial_recipes() -> list[Recipe]:
     return recipes
 
 
-CONTRIBUTORS = [op_recipes, tutorial_recipes]
+from golden_layers import layer_recipes  # noqa: E402 (tools/ is on sys.path when this runs)
+
+CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes]
 
 
 # --- files ----------------------------------------------------------------------------------------

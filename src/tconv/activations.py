@@ -12,6 +12,7 @@ layer activation either.
 from __future__ import annotations
 
 import math
+import struct
 
 import array_api_compat
 
@@ -34,6 +35,12 @@ def _xp(x):
 
 def _scalar(xp, x, value):
     return xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x))
+
+
+def _float32(value: float) -> float:
+    """The float32 nearest ``value``: TensorFlow makes some of its constants float32 before
+    casting them to the input's dtype, so Keras (on TF) uses these in float64 too."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def _erfc(x):
@@ -82,8 +89,9 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
 
 
 def leaky_relu(x, negative_slope=0.2):
+    """TensorFlow's LeakyRelu holds its slope as a float32 attribute."""
     xp = _xp(x)
-    return xp.where(x > 0, x, negative_slope * x)
+    return xp.where(x > 0, x, _float32(negative_slope) * x)
 
 
 def relu6(x):
@@ -107,12 +115,13 @@ def celu(x, alpha=1.0):
 
 
 def gelu(x, approximate=False):
-    """Keras 3's default is the exact form, ``x * Phi(x)``; ``approximate`` is the tanh form."""
+    """Keras 3's default is the exact form, ``x * Phi(x)``; ``approximate`` is the tanh form.
+    Constants as tf.nn.gelu has them (two of them float32)."""
     xp = _xp(x)
     if approximate:
-        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1 + xp.tanh(inner))
-    return 0.5 * x * _erfc(-x / math.sqrt(2))
+        inner = 0.7978845608028654 * (x + _float32(0.044715) * x ** 3)
+        return 0.5 * x * (1.0 + xp.tanh(inner))
+    return 0.5 * x * _erfc(-x * _float32(0.7071067811865476))
 
 
 def sigmoid(x):

@@ -1,6 +1,6 @@
-"""tconv.Conv2DTranspose against the real Keras 3 layer (golden "layer" cases, tools/golden_layers.py):
-configs, Keras-initialized weights, output with every activation, losses and constraints, for
-NumPy and torch inputs."""
+"""tconv.Conv2DTranspose against the real Keras 3 layer (golden "layer" cases of
+tools/golden_layers.py): configs, Keras-initialized weights, output with every activation, losses
+and constraints, for NumPy and torch inputs."""
 
 import json
 

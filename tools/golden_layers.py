@@ -9,9 +9,10 @@ recipe is a plain ``(name, "layer", params, compute)`` tuple. Per case:
   the ``y_<name>`` arrays), ``seed``;
 - arrays: ``x``; ``kernel`` and ``bias`` as a Keras model initialized them (``get_weights()``
   of the layer inside a ``keras.Sequential``, Keras' own seeded initializers); ``y_<name>`` the
-  layer's output with each activation; ``loss_activity``, ``loss_kernel``, ``loss_bias`` (those the case
-  regularizes) as Keras 3 computes them (``layer.losses`` after a call: activity, kernel, bias);
-  ``constrained_kernel``, ``constrained_bias`` the layer's constraints applied to the weights.
+  layer's output with each activation; ``loss_activity``, ``loss_kernel``, ``loss_bias`` (those
+  the case regularizes) as Keras 3 computes them (``layer.losses`` after a call: activity,
+  kernel, bias); ``constrained_kernel``, ``constrained_bias`` the layer's constraints applied to
+  the weights.
 
 The activations are applied by Keras (``keras.activations.get(name)``) to the layer's linear output,
 which is exactly what the layer's call does; the case's own activation also runs through a full
@@ -39,8 +40,9 @@ ACTIVATIONS = (
     "sparsemax", "glu",
 )
 
-# (name, input shape, layer arguments); the outputs' last axes are even, as glu needs. Regularizers and constraints are names or
-# (class name, config) pairs, built by the API at hand (Keras 3 or tf.keras 2).
+# (name, input shape, layer arguments); the outputs' last axes are even, as glu needs.
+# Regularizers and constraints are names or (class name, config) pairs, built by the API at
+# hand (Keras 3 or tf.keras 2).
 CASES = [
     ("same_s2_relu", (2, 5, 5, 3), dict(
         filters=4, kernel_size=3, strides=2, padding="same", activation="relu",

@@ -1,0 +1,36 @@
+"""CPU regression benchmarks (pytest-benchmark): the performance issue's case set, one group per
+case and pass, tconv on NumPy and torch CPU inputs next to the peers (torch ``conv_transpose2d``,
+TensorFlow ``conv2d_transpose`` when importable). The cases and the callables are the ones
+``tconv bench`` times (:mod:`tconv.cli`). See benchmarks/README.md for the regression command."""
+
+import pytest
+
+from tconv import cli
+
+BACKWARD_FLOPS_IN_FORWARDS = {"forward": 1, "backward": 2, "forward+backward": 3}
+IMPLEMENTATIONS = {
+    "tconv_numpy": (None, cli.tconv_numpy),
+    "tconv_torch": ("torch", cli.tconv_torch),
+    "torch": ("torch", cli.torch_conv_transpose),
+    "tensorflow": ("tensorflow", cli.tensorflow_conv_transpose),
+}
+
+
+@pytest.fixture(scope="module", params=cli.CASES, ids=lambda case: case.name)
+def case(request):
+    return request.param, cli.case_inputs(request.param)
+
+
+@pytest.mark.parametrize("pass_name", list(BACKWARD_FLOPS_IN_FORWARDS))
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_bench(benchmark, case, implementation, pass_name):
+    requires, build = IMPLEMENTATIONS[implementation]
+    if requires is not None:
+        pytest.importorskip(requires, reason=f"{requires} is not installed")
+    spec_case, inputs = case
+    benchmark.group = f"{spec_case.name} {pass_name}"
+    flops = spec_case.spec.flops * BACKWARD_FLOPS_IN_FORWARDS[pass_name]
+    benchmark.extra_info["flops"] = flops
+    fn = build(spec_case, *inputs)[pass_name]
+    benchmark.pedantic(fn, warmup_rounds=1, rounds=5, iterations=1)
+    benchmark.extra_info["gflops_per_s_at_median"] = flops / benchmark.stats.stats.median / 1e9

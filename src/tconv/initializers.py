@@ -61,13 +61,11 @@ def truncated_normal(rng, shape, mean, stddev) -> np.ndarray:
 
 
 class Initializer:
-    """A Keras initializer: ``__call__(shape, dtype)`` and ``get_config()``."""
+    """A Keras initializer: ``__call__(shape, dtype)`` and ``get_config()``; each subclass
+    computes its float64 ``values(shape)``."""
 
     def __call__(self, shape, dtype="float32") -> np.ndarray:
         return np.asarray(self.values(tuple(int(dim) for dim in shape)), dtype=dtype)
-
-    def values(self, shape: tuple[int, ...]) -> np.ndarray:
-        raise TypeError(f"{type(self).__name__} draws no values")
 
     def get_config(self) -> dict:
         return {}

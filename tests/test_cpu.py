@@ -3,11 +3,12 @@ installed namespace; and against torch autograd of ``conv_transpose2d``."""
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reference
 import tconv
+from tconv import _cpu
 
 pair = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
@@ -92,6 +93,44 @@ def test_backward_matches_reference(xp, g):
     np.testing.assert_allclose(_from_layout(np.asarray(dx), fmt), ref_dx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(dkernel), ref_dkernel, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(dbias), ref_dbias, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("taps_outermost", [False, True], ids=["filters-innermost",
+                                                                  "taps-outermost"])
+@pytest.mark.parametrize("budget", [1, 400], ids=["row-bands", "image-runs"])
+@settings(max_examples=12)
+@given(g=geometries())
+def test_forward_in_pieces_in_both_layouts(xp, taps_outermost, budget, g):
+    """The forward adds products piece by piece (bands of rows of one image when an image's
+    products exceed the budget, else runs of images) into either layout of the full output."""
+    x, kernel, bias, options = _case(g)
+    fmt = options["data_format"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cpu, "CACHE_BYTES", budget)
+        patch.setattr(_cpu, "WORKSPACE_BYTES", budget)
+        patch.setattr(_cpu, "_taps_outermost", lambda xp, spec: taps_outermost)
+        y = tconv.conv2d_transpose(
+            xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+            None if bias is None else xp.asarray(bias), backend="cpu", **options)
+    expected = reference.forward(x, kernel, bias, **_ref_options(options))
+    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_outputs_are_contiguous_in_the_callers_layout(data_format):
+    """Both layouts of the full output end as one C-contiguous array, as TF and torch return."""
+    g = dict(batch=2, size=(6, 5), kernel_size=(3, 2), in_channels=4, filters_per_group=1,
+             groups=1, strides=(2, 1), dilation_rate=(1, 1), padding="same",
+             output_padding=None, data_format=data_format, use_bias=True)
+    x, kernel, bias, options = _case(g)
+    for filters in (1, 8):   # an image output (taps outermost) and a wider one
+        k = np.repeat(kernel, filters, axis=2)
+        b = np.repeat(bias, filters)
+        y = tconv.conv2d_transpose(_to_layout(x, data_format), k, b, **options)
+        assert y.flags["C_CONTIGUOUS"], (filters, y.strides)
+        dx, dkernel, dbias = tconv.conv2d_transpose_backward(
+            np.ones_like(y), _to_layout(x, data_format), k, **options)
+        assert all(a.flags["C_CONTIGUOUS"] for a in (dx, dkernel, dbias))
 
 
 @pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-4), ("float16", 2e-2)])

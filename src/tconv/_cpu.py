@@ -1,11 +1,12 @@
 """The vectorized CPU path, written once against the Python array API standard.
 
-It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...):
-no framework is named here. The only writes go through ``array_api_extra.at`` into buffers made
-here (in place where the namespace allows, functional ``.at[]`` on JAX), so ``jax.jit`` and
+It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...)
+with one code path; the only framework test is a measured layout choice (``_taps_outermost``)
+and JAX's lack of in-place adds. The only writes go through ``array_api_extra.at`` into buffers
+made here (in place where the namespace allows, functional ``.at[]`` on JAX), so ``jax.jit`` and
 ``jax.grad`` trace straight through and nothing the caller passed is written to.
 
-Forward: multiply first, then place. One GEMM ``x (N*H*W, Cin) @ (Cin, kh*kw*F)`` gives every
+Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, kh*kw*F)`` gives every
 input pixel's contribution through every tap; tap ``t`` sends input row ``i`` to full-output row
 ``i*s + t*d``. Undilated taps come in blocks of ``s`` consecutive taps that share the shift
 ``t // s`` and take residues ``0..s-1``, so each block is one strided add into the full output
@@ -14,19 +15,18 @@ No FLOP is spent on the zeros of the "dilate the input, then convolve" view, no 
 per tap (the im2col alternative copies ``kh*kw*Cin`` values per pixel, this writes ``kh*kw*F``, and
 measured faster on every benchmark layer, most of all for image outputs with 1-3 channels), and a
 padding zero never multiplies a kernel tap, so a non-finite tap reaches only what it reaches
-from a real pixel. The products buffer is bounded: above ``WORKSPACE_BYTES`` the batch runs in
-chunks.
+from a real pixel. The input goes through in pieces (runs of images, or bands of rows of one
+image) whose products fit in ``CACHE_BYTES``, so they are placed while still in cache.
 
 Backward: ``dx`` is the strided correlation of ``dy`` with the kernel and ``dkernel`` the GEMM of
 the same ``dy`` windows with ``x`` over batch x space; the windows are gathered once for both.
+Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch return.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import array_api_extra as xpx
-from array_api_compat import device
+from array_api_compat import device, is_jax_namespace, is_torch_namespace
 
 from ._spec import ConvTransposeSpec
 
@@ -65,7 +65,12 @@ def _grouped_matmul(xp, cols, weights, groups: int):
     return xp.reshape(xp.permute_dims(out, (1, 0, 2)), (m, groups * f_per_group))
 
 
-# Bound on the forward's products buffer; a larger batch runs in chunks of whole images.
+# Workspace per forward piece. A piece's products stay in cache while they are placed: with the
+# products of the whole batch in memory, placing them cost more than the GEMM on the benchmark
+# layers; in cache-sized pieces the GEMM runs as fast (or faster) and placing costs a fraction.
+CACHE_BYTES = 8 * 2**20
+# JAX cannot add into a buffer in place (outside jit each piece would copy the whole output), so
+# it runs in one piece unless the products exceed this memory bound.
 WORKSPACE_BYTES = 256 * 2**20
 
 
@@ -73,30 +78,16 @@ def _itemsize(xp, dtype) -> int:
     return 8 if dtype == xp.float64 else 4
 
 
-def _batch_chunks(spec: ConvTransposeSpec, bytes_per_image: int):
-    """``[start, stop)`` batch ranges whose workspace stays within ``WORKSPACE_BYTES``."""
-    per_chunk = max(1, WORKSPACE_BYTES // max(1, bytes_per_image))
-    if spec.batch <= per_chunk:
-        return [(0, spec.batch)]
-    return [(start, min(spec.batch, start + per_chunk))
-            for start in range(0, spec.batch, per_chunk)]
-
-
-def _tap_products(xp, x, kernel, spec: ConvTransposeSpec):
-    """Every input pixel times every tap: (N, H, W, kh*kw, filters), one GEMM (batched by group)."""
-    n, h, w, g = spec.batch, spec.in_height, spec.in_width, spec.groups
-    taps = spec.kernel_height * spec.kernel_width
-    fg, cg = spec.filters_per_group, spec.channels_per_group
-    m = n * h * w
-    # kernel (kh, kw, Fg, Cin) -> (T*Fg, G, Cg): rows of the right operand, by group.
-    k_rows = xp.reshape(kernel, (taps * fg, g, cg))
-    if g == 1:
-        products = xp.reshape(x, (m, cg)) @ xp.matrix_transpose(k_rows[:, 0, :])
-        return xp.reshape(products, (n, h, w, taps, fg))
-    x_groups = xp.permute_dims(xp.reshape(x, (m, g, cg)), (1, 0, 2))         # (G, M, Cg)
-    products = xp.matmul(x_groups, xp.permute_dims(k_rows, (1, 2, 0)))       # (G, M, T*Fg)
-    products = xp.permute_dims(xp.reshape(products, (g, m, taps, fg)), (1, 2, 0, 3))
-    return xp.reshape(products, (n, h, w, taps, g * fg))
+def _input_pieces(spec: ConvTransposeSpec, bytes_per_pixel: int, budget: int):
+    """``(n0, n1, r0, r1)`` pieces of the input whose products fit in ``budget`` bytes: runs of
+    whole images when one fits, else bands of rows of one image."""
+    h, w = spec.in_height, spec.in_width
+    pixels = max(1, budget // bytes_per_pixel)
+    if pixels >= h * w:
+        images = pixels // (h * w)
+        return [(n0, min(spec.batch, n0 + images), 0, h) for n0 in range(0, spec.batch, images)]
+    rows = max(1, pixels // w)
+    return [(n, n + 1, r0, min(h, r0 + rows)) for n in range(spec.batch) for r0 in range(0, h, rows)]
 
 
 def _tap_blocks(kernel_size: int, stride: int, dilation: int):
@@ -113,28 +104,121 @@ def _tap_blocks(kernel_size: int, stride: int, dilation: int):
             for tap in range(kernel_size)]
 
 
-def _forward_by_scatter(xp, x, kernel, spec: ConvTransposeSpec):
-    """Multiply first, then add each tap block's products into place: (N, out_h, out_w, F)."""
-    n, h, w, f = spec.batch, spec.in_height, spec.in_width, spec.filters
-    (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
-    blocks_h = _tap_blocks(spec.kernel_height, sh, dh)
-    blocks_w = _tap_blocks(spec.kernel_width, sw, dw)
-    products = xp.reshape(_tap_products(xp, x, kernel, spec),
-                          (n, h, w, spec.kernel_height, spec.kernel_width, f))
-    # The full (uncropped) output as (N, rows of s, s, cols of s, s, F), long enough for the
-    # last landing row and for the crop's end when output_padding reaches past it (zeros).
-    rows = max(h + blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh))
-    cols = max(w + blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw))
-    full = xp.zeros((n, rows, sh, cols, sw, f), dtype=products.dtype, device=device(x))
-    for first_h, stop_h, shift_h, residue_h in blocks_h:
-        for first_w, stop_w, shift_w, residue_w in blocks_w:
-            block = products[:, :, :, first_h:stop_h, first_w:stop_w, :]   # (N, H, W, bh, bw, F)
-            full = xpx.at(full)[:, shift_h:shift_h + h, residue_h:residue_h + stop_h - first_h,
-                                shift_w:shift_w + w, residue_w:residue_w + stop_w - first_w,
-                                :].add(xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
-    full = xp.reshape(full, (n, rows * sh, cols * sw, f))
-    return full[:, spec.pad_top:spec.pad_top + spec.out_height,
-                spec.pad_left:spec.pad_left + spec.out_width, :]
+def _taps_outermost(xp, spec: ConvTransposeSpec) -> bool:
+    """Which products layout places faster: an add moves runs of ``taps per block x filters``
+    contiguous values with filters innermost, or of ``in_width`` values with taps outermost.
+    NumPy's strided add is slow on runs of a few values, so image outputs (1-3 filters) take the
+    latter there (pix2pix's 3-filter output: 6.0 -> 4.0 ms); torch's add vectorizes short runs
+    and the taps-outermost GEMM and adds cost it more (2.9 -> 4.3 ms), so torch never does."""
+    return (not is_torch_namespace(xp)
+            and spec.filters_per_group * spec.strides[1] < spec.in_width)
+
+
+class _Placement:
+    """The uncropped output of the forward, and how products are added into it.
+
+    The full output is viewed as rows of ``s`` by columns of ``s`` so that a tap block (or a
+    tap) lands as one strided add: filters innermost, ``(N, rows, sh, cols, sw, F)``, or, with
+    taps outermost, ``(G, Fg, N, rows, sh, cols, sw)``. ``rows`` and ``cols`` reach the last
+    landing row and the crop's end when output_padding reaches past it (zeros there).
+    """
+
+    def __init__(self, xp, spec: ConvTransposeSpec, dtype, device_):
+        self.xp, self.spec = xp, spec
+        (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
+        self.blocks_h = _tap_blocks(spec.kernel_height, sh, dh)
+        self.blocks_w = _tap_blocks(spec.kernel_width, sw, dw)
+        self.rows = max(spec.in_height + self.blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh))
+        self.cols = max(spec.in_width + self.blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw))
+        self.taps_outermost = _taps_outermost(xp, spec)
+        if self.taps_outermost:
+            shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
+        else:
+            shape = (spec.batch, self.rows, sh, self.cols, sw, spec.filters)
+        self.full = xp.zeros(shape, dtype=dtype, device=device_)
+
+    def add(self, x_piece, kernel, n0: int, r0: int):
+        """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
+        if self.taps_outermost:
+            self._add_taps_outermost(x_piece, kernel, n0, r0)
+        else:
+            self._add_filters_innermost(x_piece, kernel, n0, r0)
+
+    def _add_filters_innermost(self, x_piece, kernel, n0, r0):
+        xp, spec = self.xp, self.spec
+        nb, hr, w = x_piece.shape[:3]
+        kh, kw, f = spec.kernel_height, spec.kernel_width, spec.filters
+        products = xp.reshape(_tap_products(xp, x_piece, kernel, spec), (nb, hr, w, kh, kw, f))
+        for first_h, stop_h, shift_h, residue_h in self.blocks_h:
+            for first_w, stop_w, shift_w, residue_w in self.blocks_w:
+                block = products[:, :, :, first_h:stop_h, first_w:stop_w, :]  # (nb, hr, W, bh, bw, F)
+                self.full = xpx.at(self.full)[
+                    n0:n0 + nb, r0 + shift_h:r0 + shift_h + hr,
+                    residue_h:residue_h + stop_h - first_h, shift_w:shift_w + w,
+                    residue_w:residue_w + stop_w - first_w, :,
+                ].add(xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
+
+    def _add_taps_outermost(self, x_piece, kernel, n0, r0):
+        xp, spec = self.xp, self.spec
+        nb, hr, w = x_piece.shape[:3]
+        g, fg, cg = spec.groups, spec.filters_per_group, spec.channels_per_group
+        kh, kw = spec.kernel_height, spec.kernel_width
+        m = nb * hr * w
+        # kernel (kh, kw, Fg, Cin) -> (G, T*Fg, Cg); products (G, T*Fg, M): kernel rows times pixels.
+        k_rows = xp.reshape(kernel, (kh * kw * fg, g, cg))
+        x_cols = xp.reshape(x_piece, (m, g, cg))
+        if g == 1:
+            products = k_rows[:, 0, :] @ xp.matrix_transpose(x_cols[:, 0, :])
+        else:
+            products = xp.matmul(xp.permute_dims(k_rows, (1, 0, 2)), xp.permute_dims(x_cols, (1, 2, 0)))
+        products = xp.reshape(products, (g, kh, kw, fg, nb, hr, w))
+        for first_h, stop_h, shift_h, residue_h in self.blocks_h:
+            for tap_h in range(first_h, stop_h):
+                row = shift_h + r0
+                for first_w, stop_w, shift_w, residue_w in self.blocks_w:
+                    for tap_w in range(first_w, stop_w):
+                        self.full = xpx.at(self.full)[
+                            :, :, n0:n0 + nb, row:row + hr, residue_h + tap_h - first_h,
+                            shift_w:shift_w + w, residue_w + tap_w - first_w,
+                        ].add(products[:, tap_h, tap_w, ...])
+
+    def cropped(self):
+        """The output, NHWC (a view of the full buffer)."""
+        xp, spec = self.xp, self.spec
+        (sh, sw) = spec.strides
+        rows = slice(spec.pad_top, spec.pad_top + spec.out_height)
+        cols = slice(spec.pad_left, spec.pad_left + spec.out_width)
+        if self.taps_outermost:
+            full = xp.reshape(self.full, (spec.filters, spec.batch, self.rows * sh, self.cols * sw))
+            return xp.permute_dims(full[:, :, rows, cols], (1, 2, 3, 0))
+        full = xp.reshape(self.full, (spec.batch, self.rows * sh, self.cols * sw, spec.filters))
+        return full[:, rows, cols, :]
+
+
+def _tap_products(xp, x, kernel, spec: ConvTransposeSpec):
+    """Every input pixel times every tap: (N, H, W, kh*kw, filters), one GEMM (batched by group)."""
+    n, h, w = x.shape[:3]
+    g = spec.groups
+    taps = spec.kernel_height * spec.kernel_width
+    fg, cg = spec.filters_per_group, spec.channels_per_group
+    m = n * h * w
+    # kernel (kh, kw, Fg, Cin) -> (T*Fg, G, Cg): rows of the right operand, by group.
+    k_rows = xp.reshape(kernel, (taps * fg, g, cg))
+    if g == 1:
+        products = xp.reshape(x, (m, cg)) @ xp.matrix_transpose(k_rows[:, 0, :])
+        return xp.reshape(products, (n, h, w, taps, fg))
+    x_groups = xp.permute_dims(xp.reshape(x, (m, g, cg)), (1, 0, 2))         # (G, M, Cg)
+    products = xp.matmul(x_groups, xp.permute_dims(k_rows, (1, 2, 0)))       # (G, M, T*Fg)
+    products = xp.permute_dims(xp.reshape(products, (g, m, taps, fg)), (1, 2, 0, 3))
+    return xp.reshape(products, (n, h, w, taps, g * fg))
+
+
+def _in_caller_layout(xp, a_nhwc, spec: ConvTransposeSpec, dtype):
+    """A new C-contiguous ``dtype`` array holding the NHWC view ``a_nhwc`` in the caller's layout,
+    as TensorFlow and torch return theirs."""
+    a = _from_nhwc(xp, a_nhwc, spec)
+    out = xp.empty(a.shape, dtype=dtype, device=device(a))
+    return xpx.at(out)[...].set(xp.astype(a, dtype, copy=False))
 
 
 def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
@@ -143,17 +227,15 @@ def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
     work = compute_dtype(xp, out_dtype)
     x = xp.astype(_to_nhwc(xp, x, spec), work, copy=False)
     kernel = xp.astype(kernel, work, copy=False)
-    chunks = _batch_chunks(spec, spec.in_height * spec.in_width * spec.kernel_height
-                           * spec.kernel_width * spec.filters * _itemsize(xp, work))
-    if len(chunks) == 1:
-        y = _forward_by_scatter(xp, x, kernel, spec)
-    else:
-        y = xp.concat([_forward_by_scatter(xp, x[start:stop, ...], kernel,
-                                           dataclasses.replace(spec, batch=stop - start))
-                       for start, stop in chunks], axis=0)
+    placement = _Placement(xp, spec, work, device(x))
+    budget = WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
+    bytes_per_pixel = spec.kernel_height * spec.kernel_width * spec.filters * _itemsize(xp, work)
+    for n0, n1, r0, r1 in _input_pieces(spec, bytes_per_pixel, budget):
+        placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
+    y = placement.cropped()
     if bias is not None:
         y = y + xp.astype(bias, work, copy=False)
-    return _from_nhwc(xp, xp.astype(y, out_dtype, copy=False), spec)
+    return _in_caller_layout(xp, y, spec, out_dtype)
 
 
 def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
@@ -192,5 +274,8 @@ def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
     dkernel = xp.permute_dims(xp.reshape(dkernel, (g, kh, kw, fg, cg)), (1, 2, 3, 0, 4))
     dkernel = xp.reshape(dkernel, (kh, kw, fg, spec.in_channels))
     dbias = xp.sum(dy, axis=(0, 1, 2))
-    return (_from_nhwc(xp, xp.astype(dx, out_dtype, copy=False), spec),
+    # dx is NHWC and contiguous: only channels_first needs a copy.
+    dx = (_in_caller_layout(xp, dx, spec, out_dtype) if spec.data_format == "channels_first"
+          else xp.astype(dx, out_dtype, copy=False))
+    return (dx,
             xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False))

@@ -95,25 +95,58 @@ def test_backward_matches_reference(xp, g):
     np.testing.assert_allclose(np.asarray(dbias), ref_dbias, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("taps_outermost", [False, True], ids=["filters-innermost",
-                                                                  "taps-outermost"])
-@pytest.mark.parametrize("budget", [1, 400], ids=["row-bands", "image-runs"])
+in_place_namespaces = pytest.mark.parametrize("xp", ["numpy", "array_api_strict", "torch"],
+                                              indirect=True)
+both_layouts = pytest.mark.parametrize("taps_outermost", [False, True],
+                                       ids=["filters-innermost", "taps-outermost"])
+row_or_image_pieces = pytest.mark.parametrize("piece", ["row", "image"])
+
+
+@in_place_namespaces
+@both_layouts
+@row_or_image_pieces
 @settings(max_examples=12)
 @given(g=geometries())
-def test_forward_in_pieces_in_both_layouts(xp, taps_outermost, budget, g):
-    """The forward adds products piece by piece (bands of rows of one image when an image's
-    products exceed the budget, else runs of images) into either layout of the full output."""
+def test_pieces_and_layouts_match_reference(xp, taps_outermost, piece, g):
+    """Forward and backward go through the input in pieces (one row or one image at a time here,
+    whatever the budgets would pick) and the forward places in either products layout."""
+    _check_pieces_and_layout(xp, taps_outermost, piece, g)
+
+
+@pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@both_layouts
+@row_or_image_pieces
+@settings(max_examples=2)
+@given(g=geometries())
+def test_functional_pieces_match_reference(xp, taps_outermost, piece, g):
+    """JAX adds and sets pieces functionally (``.at[]`` returns new arrays); its eager ops are
+    slow enough that a few examples are all CI affords."""
+    _check_pieces_and_layout(xp, taps_outermost, piece, g)
+
+
+def _check_pieces_and_layout(xp, taps_outermost, piece, g):
     x, kernel, bias, options = _case(g)
     fmt = options["data_format"]
+    whole_pieces = _cpu._input_pieces
+
+    def pieces(spec, bytes_per_pixel, budget):
+        per_image = bytes_per_pixel * spec.in_height * spec.in_width
+        return whole_pieces(spec, bytes_per_pixel, 1 if piece == "row" else per_image)
+
+    x_, kernel_ = xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel)
+    expected_y = reference.forward(x, kernel, bias, **_ref_options(options))
+    dy = np.random.default_rng(1).standard_normal(expected_y.shape)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_cpu, "CACHE_BYTES", budget)
-        patch.setattr(_cpu, "WORKSPACE_BYTES", budget)
+        patch.setattr(_cpu, "_input_pieces", pieces)
         patch.setattr(_cpu, "_taps_outermost", lambda xp, spec: taps_outermost)
-        y = tconv.conv2d_transpose(
-            xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
-            None if bias is None else xp.asarray(bias), backend="cpu", **options)
-    expected = reference.forward(x, kernel, bias, **_ref_options(options))
-    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected, rtol=1e-10, atol=1e-10)
+        y = tconv.conv2d_transpose(x_, kernel_, None if bias is None else xp.asarray(bias),
+                                   backend="cpu", **options)
+        grads = tconv.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)), x_, kernel_,
+                                                backend="cpu", **options)
+    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected_y, rtol=1e-10, atol=1e-10)
+    ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
+    for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

@@ -239,43 +239,75 @@ def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
 
 
 def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
-    """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``."""
+    """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``.
+
+    Large inputs go through in pieces, as in the forward: each piece gathers its ``dy`` windows
+    once, for its rows of ``dx`` and for its share of ``dkernel``, while they are still in cache.
+    """
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
     dy = xp.astype(_to_nhwc(xp, dy, spec), work, copy=False)
     x = xp.astype(_to_nhwc(xp, x, spec), work, copy=False)
     kernel = xp.astype(kernel, work, copy=False)
-    n, g = spec.batch, spec.groups
-    h, w = spec.in_height, spec.in_width
+    g, h, w = spec.groups, spec.in_height, spec.in_width
     kh, kw = spec.kernel_height, spec.kernel_width
     (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
     fg, cg = spec.filters_per_group, spec.channels_per_group
-    m = n * h * w
     # Input pixel i meets dy row i*s + t*d - pad_top through tap t; pad dy so all of them exist.
     reach_h = (h - 1) * sh + (kh - 1) * dh - spec.pad_top
     reach_w = (w - 1) * sw + (kw - 1) * dw - spec.pad_left
     dy = xpx.pad(dy, [(0, 0), (spec.pad_top, max(0, reach_h - (spec.out_height - 1))),
                       (spec.pad_left, max(0, reach_w - (spec.out_width - 1))), (0, 0)], xp=xp)
-    windows = [dy[:, th * dh: th * dh + (h - 1) * sh + 1: sh, tw * dw: tw * dw + (w - 1) * sw + 1: sw, :]
-               for th in range(kh) for tw in range(kw)]
-    cols = xp.reshape(xp.stack(windows, axis=3), (m, kh * kw, g, fg))   # (M, T, G, Fg)
     # dx: correlate dy with the kernel, kernel (kh, kw, Fg, Cin) -> (T, G, Fg, Cg).
     weights = xp.permute_dims(xp.reshape(kernel, (kh * kw, fg, g, cg)), (0, 2, 1, 3))
-    dx = xp.reshape(_grouped_matmul(xp, cols, weights, g), (n, h, w, spec.in_channels))
-    # dkernel: (G, T*Fg, M) @ (G, M, Cg), one GEMM over batch x space per group; with one group
-    # a 2-D product of the transposed view, which BLAS takes without copying.
-    if g == 1:
-        dkernel = xp.matrix_transpose(xp.reshape(cols, (m, kh * kw * fg))) @ xp.reshape(x, (m, cg))
-        dkernel = xp.reshape(dkernel, (1, kh * kw * fg, cg))
+    # Windows of a few cache sizes go in one piece: each further piece costs a copy of its dx rows
+    # and a slice per tap (fcn_x8's 256 taps), which outweighs the cache. Above that, a piece's
+    # windows are read by two GEMMs next to its dx rows: half the forward's budget; and each piece
+    # adds a partial dkernel, so pieces hold at least 16 of those to keep the adds a small share.
+    itemsize = _itemsize(xp, work)
+    bytes_per_pixel = kh * kw * spec.filters * itemsize
+    windows_bytes = bytes_per_pixel * spec.batch * h * w
+    if is_jax_namespace(xp):
+        budget = WORKSPACE_BYTES
+    elif windows_bytes <= 4 * CACHE_BYTES:
+        budget = windows_bytes
     else:
-        cols_t = xp.reshape(xp.permute_dims(cols, (2, 1, 3, 0)), (g, kh * kw * fg, m))
-        x_groups = xp.permute_dims(xp.reshape(x, (m, g, cg)), (1, 0, 2))
-        dkernel = xp.matmul(cols_t, x_groups)                            # (G, T*Fg, Cg)
+        budget = max(CACHE_BYTES // 2, 16 * kh * kw * spec.filters * cg * itemsize)
+    pieces = _input_pieces(spec, bytes_per_pixel, budget)
+    dkernel = None
+    if len(pieces) != 1 or spec.data_format == "channels_first":   # (no pieces: empty batch)
+        dx = xp.empty(spec.input_shape, dtype=out_dtype, device=device(x))
+    for n0, n1, r0, r1 in pieces:
+        m = (n1 - n0) * (r1 - r0) * w
+        windows = [dy[n0:n1, th * dh + r0 * sh: th * dh + (r1 - 1) * sh + 1: sh,
+                      tw * dw: tw * dw + (w - 1) * sw + 1: sw, :]
+                   for th in range(kh) for tw in range(kw)]
+        cols = xp.reshape(xp.stack(windows, axis=3), (m, kh * kw, g, fg))   # (m, T, G, Fg)
+        dx_piece = xp.reshape(_grouped_matmul(xp, cols, weights, g), (n1 - n0, r1 - r0, w, -1))
+        dx_piece = xp.astype(_from_nhwc(xp, dx_piece, spec), out_dtype, copy=False)
+        if len(pieces) == 1 and spec.data_format == "channels_last":
+            dx = dx_piece    # the whole of dx, contiguous already
+        elif spec.data_format == "channels_first":
+            dx = xpx.at(dx)[n0:n1, :, r0:r1, :].set(dx_piece)
+        else:
+            dx = xpx.at(dx)[n0:n1, r0:r1, ...].set(dx_piece)
+        part = _kernel_gradient(xp, cols, x[n0:n1, r0:r1, ...], g)
+        dkernel = part if dkernel is None else dkernel + part
+    if dkernel is None:   # an empty batch
+        dkernel = xp.zeros((g, kh * kw * fg, cg), dtype=work, device=device(x))
     dkernel = xp.permute_dims(xp.reshape(dkernel, (g, kh, kw, fg, cg)), (1, 2, 3, 0, 4))
     dkernel = xp.reshape(dkernel, (kh, kw, fg, spec.in_channels))
     dbias = xp.sum(dy, axis=(0, 1, 2))
-    # dx is NHWC and contiguous: only channels_first needs a copy.
-    dx = (_in_caller_layout(xp, dx, spec, out_dtype) if spec.data_format == "channels_first"
-          else xp.astype(dx, out_dtype, copy=False))
-    return (dx,
-            xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False))
+    return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
+
+
+def _kernel_gradient(xp, cols, x_piece, groups: int):
+    """``cols`` (M, T, G, Fg) against the input pixels (M, G*Cg): (G, T*Fg, Cg), one GEMM per
+    group; with one group a 2-D product of the transposed view, which BLAS takes without copying."""
+    m, taps, _, fg = cols.shape
+    x_rows = xp.reshape(x_piece, (m, groups, -1))
+    if groups == 1:
+        product = xp.matrix_transpose(xp.reshape(cols, (m, taps * fg))) @ x_rows[:, 0, :]
+        return xp.expand_dims(product, axis=0)
+    cols_t = xp.reshape(xp.permute_dims(cols, (2, 1, 3, 0)), (groups, taps * fg, m))
+    return xp.matmul(cols_t, xp.permute_dims(x_rows, (1, 0, 2)))

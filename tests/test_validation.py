@@ -95,3 +95,11 @@ def test_output_shape_arguments_are_validated():
         tconv.conv2d_transpose_output_shape((None, 4, 4, 3), (3, 3, 3), 5)
     with pytest.raises(ValueError, match="filters"):
         tconv.conv2d_transpose_output_shape((None, 4, 4, 3), 3, 0)
+
+
+def test_triton_backend_without_triton_says_how_to_get_it(monkeypatch):
+    from tconv import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_triton_installed", lambda: False)
+    with pytest.raises(ValueError, match="backend='triton'.*triton package is not installed"):
+        _forward(backend="triton")

@@ -3,6 +3,7 @@ caller's namespace. Data flows one way: API -> spec -> dispatch -> (cpu | triton
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import array_api_compat
@@ -49,11 +50,16 @@ def _check_arrays(xp, reference_name: str, **arrays):
                              f"got {array_api_compat.device(array)}")
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def _select_backend(backend: str, x):
     """``"auto"`` runs the Triton kernels on CUDA torch tensors when triton is installed, the
     array-API path otherwise; ``"triton"`` never falls back."""
     backend = normalize_backend(backend)
-    triton_installed = importlib.util.find_spec("triton") is not None
+    triton_installed = _triton_installed()
     if backend == "auto":
         on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
         backend = "triton" if on_cuda and triton_installed else "cpu"

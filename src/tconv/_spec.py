@@ -17,6 +17,7 @@ stride ``s``, dilation ``d`` and effective kernel size ``k_eff = k + (k - 1) * (
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -51,9 +52,14 @@ def normalize_padding(padding) -> str:
 
 def keras_image_data_format() -> str:
     """Keras' default ``image_data_format``: from ``$KERAS_HOME/keras.json`` (else
-    ``~/.keras/keras.json``) when that file exists and names one, else ``channels_last``."""
+    ``~/.keras/keras.json``) when that file exists and names one, else ``channels_last``.
+    Like Keras, each file is read once per process."""
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    path = os.path.join(keras_home, "keras.json")
+    return _configured_image_data_format(os.path.join(keras_home, "keras.json"))
+
+
+@functools.cache
+def _configured_image_data_format(path: str) -> str:
     try:
         with open(path) as f:
             configured = json.load(f).get("image_data_format", "channels_last")

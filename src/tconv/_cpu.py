@@ -120,10 +120,11 @@ class _Placement:
     The full output is viewed as rows of ``s`` by columns of ``s`` so that a tap block (or a
     tap) lands as one strided add: filters innermost, ``(N, rows, sh, cols, sw, F)``, or, with
     taps outermost, ``(G, Fg, N, rows, sh, cols, sw)``. ``rows`` and ``cols`` reach the last
-    landing row and the crop's end when output_padding reaches past it (zeros there).
+    landing row and the crop's end when output_padding reaches past it (nothing lands there).
+    It starts as the bias (zeros without one).
     """
 
-    def __init__(self, xp, spec: ConvTransposeSpec, dtype, device_):
+    def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
         self.xp, self.spec = xp, spec
         (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
         self.blocks_h = _tap_blocks(spec.kernel_height, sh, dh)
@@ -135,7 +136,12 @@ class _Placement:
             shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
         else:
             shape = (spec.batch, self.rows, sh, self.cols, sw, spec.filters)
-        self.full = xp.zeros(shape, dtype=dtype, device=device_)
+        if bias is None:
+            self.full = xp.zeros(shape, dtype=dtype, device=device_)
+        else:   # products add onto the bias: no pass over the output to add it afterwards
+            if self.taps_outermost:
+                bias = xp.reshape(bias, (spec.groups, spec.filters_per_group, 1, 1, 1, 1, 1))
+            self.full = xpx.at(xp.empty(shape, dtype=dtype, device=device_))[...].set(bias)
 
     def add(self, x_piece, kernel, n0: int, r0: int):
         """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
@@ -227,15 +233,14 @@ def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
     work = compute_dtype(xp, out_dtype)
     x = xp.astype(_to_nhwc(xp, x, spec), work, copy=False)
     kernel = xp.astype(kernel, work, copy=False)
-    placement = _Placement(xp, spec, work, device(x))
+    if bias is not None:
+        bias = xp.astype(bias, work, copy=False)
+    placement = _Placement(xp, spec, bias, work, device(x))
     budget = WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
     bytes_per_pixel = spec.kernel_height * spec.kernel_width * spec.filters * _itemsize(xp, work)
     for n0, n1, r0, r1 in _input_pieces(spec, bytes_per_pixel, budget):
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
-    y = placement.cropped()
-    if bias is not None:
-        y = y + xp.astype(bias, work, copy=False)
-    return _in_caller_layout(xp, y, spec, out_dtype)
+    return _in_caller_layout(xp, placement.cropped(), spec, out_dtype)
 
 
 def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):

@@ -58,3 +58,22 @@ def test_case_table_is_the_issue_set():
         "dcgan_g2": (256, 14, 14, 64), "dcgan_g3": (256, 28, 28, 1), "cvae_d1": (32, 14, 14, 64),
         "pix2pix_u6": (1, 128, 128, 64), "pix2pix_out": (1, 256, 256, 3),
         "unet_up1": (4, 56, 56, 512), "seg_up4": (16, 128, 128, 32), "fcn_x8": (1, 256, 256, 21)}
+
+
+def test_columns_are_timed_in_turn_and_a_failing_one_is_reported():
+    order = []
+
+    def column(name):
+        return lambda: order.append(name)
+
+    def broken():
+        raise RuntimeError("no such kernel here")
+
+    errors = {}
+    times = cli.interleaved_median_ms(
+        {"a": (column("a"), None), "b": (column("b"), None), "c": (broken, None)}, errors,
+        min_repeats=2 * cli.ROUNDS, budget_s=0.0, settle_s=0.0)
+    assert set(times) == {"a", "b"} and all(ms >= 0 for ms in times.values())
+    assert errors == {"c": "RuntimeError: no such kernel here"}
+    # warm-ups, then rounds of turns of two timed calls each
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * cli.ROUNDS

@@ -2,9 +2,10 @@
 
 It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...)
 with one code path; the only framework test is a measured layout choice (``_taps_outermost``)
-and JAX's lack of in-place adds. The only writes go through ``array_api_extra.at`` into buffers
-made here (in place where the namespace allows, functional ``.at[]`` on JAX), so ``jax.jit`` and
-``jax.grad`` trace straight through and nothing the caller passed is written to.
+and JAX's lack of in-place adds. The only writes are into buffers made here: in place (adds into
+views of them, sets through ``array_api_extra.at``) where the namespace allows, functional
+``.at[]`` on JAX, so ``jax.jit`` and ``jax.grad`` trace straight through and nothing the caller
+passed is written to.
 
 Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, kh*kw*F)`` gives every
 input pixel's contribution through every tap; tap ``t`` sends input row ``i`` to full-output row
@@ -132,6 +133,7 @@ class _Placement:
         self.rows = max(spec.in_height + self.blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh))
         self.cols = max(spec.in_width + self.blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw))
         self.taps_outermost = _taps_outermost(xp, spec)
+        self.in_place = not is_jax_namespace(xp)
         if self.taps_outermost:
             shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
         else:
@@ -158,11 +160,11 @@ class _Placement:
         for first_h, stop_h, shift_h, residue_h in self.blocks_h:
             for first_w, stop_w, shift_w, residue_w in self.blocks_w:
                 block = products[:, :, :, first_h:stop_h, first_w:stop_w, :]  # (nb, hr, W, bh, bw, F)
-                self.full = xpx.at(self.full)[
-                    n0:n0 + nb, r0 + shift_h:r0 + shift_h + hr,
-                    residue_h:residue_h + stop_h - first_h, shift_w:shift_w + w,
-                    residue_w:residue_w + stop_w - first_w, :,
-                ].add(xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
+                self._add((slice(n0, n0 + nb), slice(r0 + shift_h, r0 + shift_h + hr),
+                           slice(residue_h, residue_h + stop_h - first_h),
+                           slice(shift_w, shift_w + w),
+                           slice(residue_w, residue_w + stop_w - first_w), slice(None)),
+                          xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
 
     def _add_taps_outermost(self, x_piece, kernel, n0, r0):
         xp, spec = self.xp, self.spec
@@ -183,10 +185,19 @@ class _Placement:
                 row = shift_h + r0
                 for first_w, stop_w, shift_w, residue_w in self.blocks_w:
                     for tap_w in range(first_w, stop_w):
-                        self.full = xpx.at(self.full)[
-                            :, :, n0:n0 + nb, row:row + hr, residue_h + tap_h - first_h,
-                            shift_w:shift_w + w, residue_w + tap_w - first_w,
-                        ].add(products[:, tap_h, tap_w, ...])
+                        self._add((slice(None), slice(None), slice(n0, n0 + nb),
+                                   slice(row, row + hr), residue_h + tap_h - first_h,
+                                   slice(shift_w, shift_w + w), residue_w + tap_w - first_w),
+                                  products[:, tap_h, tap_w, ...])
+
+    def _add(self, index, values):
+        """``full[index] += values``: into a view of the buffer where the namespace allows (an
+        ``at(...).add`` would also write the view back onto itself), else functionally."""
+        if self.in_place:
+            target = self.full[index]
+            target += values
+        else:
+            self.full = xpx.at(self.full)[index].add(values)
 
     def cropped(self):
         """The output, NHWC (a view of the full buffer)."""

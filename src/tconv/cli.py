@@ -5,7 +5,8 @@ Every case runs tconv on NumPy and on torch CPU inputs and the peers in the same
 ratios compare like with like on whatever load the machine carries: torch ``conv_transpose2d``
 (NCHW, its native layout; Keras' padding is a crop of the full output) and TensorFlow
 ``conv2d_transpose`` when tensorflow is importable. With CUDA present, tconv's Triton backend and
-torch on the GPU join as extra columns. Times are medians; the ratio is the faster peer's time over
+torch on the GPU join as extra columns. Times are medians over rounds that run every column in
+turn (a burst of load then slows them alike); the ratio is the faster peer's time over
 tconv's (above 1: tconv is faster).
 """
 
@@ -175,18 +176,60 @@ def tensorflow_conv_transpose(case: Case, x, kernel, bias, dy):
 
 
 def median_ms(fn, *, min_repeats: int, budget_s: float, sync=None) -> float:
-    """Median wall time of ``fn`` after one warm-up call (autotuning, allocator, caches)."""
-    fn()
-    times = []
-    started = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - started < budget_s
-                                       and len(times) < 50):
-        t0 = time.perf_counter()
+    """Median wall time of ``fn`` (see :func:`interleaved_median_ms`)."""
+    return interleaved_median_ms({"fn": (fn, sync)}, {}, min_repeats=min_repeats,
+                                 budget_s=budget_s)["fn"]
+
+
+# After its last call a library's worker threads spin before they sleep (OpenBLAS about 0.1 s,
+# OpenMP less), taking the cores from whatever runs next: each turn first runs its column
+# untimed for this long, so a column is timed as it runs on its own.
+SETTLE_S = 0.1
+ROUNDS = 3
+
+
+def interleaved_median_ms(calls: dict, errors: dict, *, min_repeats: int, budget_s: float,
+                          settle_s: float = SETTLE_S) -> dict:
+    """Median wall time per ``name -> (fn, sync)``, timed in ``ROUNDS`` rounds of turns.
+
+    The machine's load comes in bursts: spreading each column over the whole run, turn by turn,
+    lets a burst slow all of them alike instead of one column's block. Each column gets one
+    warm-up call first (autotuning, allocator, caches); one that raises is reported in
+    ``errors`` and dropped. A turn settles for ``settle_s``, then times at least
+    ``min_repeats / ROUNDS`` calls and up to ``budget_s / ROUNDS`` seconds.
+    """
+    live = {}
+    for name, (fn, sync) in calls.items():
+        try:
+            fn()
+            live[name] = (fn, sync)
+        except Exception as error:  # a column this machine cannot run: reported, not fatal
+            errors[name] = f"{type(error).__name__}: {error}"
+    times = {name: [] for name in live}
+    per_turn = -(-min_repeats // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, (fn, sync) in live.items():
+            _run_for(fn, sync, settle_s)
+            started = time.perf_counter()
+            timed = []
+            while len(timed) < per_turn or (time.perf_counter() - started < budget_s / ROUNDS
+                                            and len(timed) < 50 // ROUNDS):
+                t0 = time.perf_counter()
+                fn()
+                if sync is not None:
+                    sync()
+                timed.append(time.perf_counter() - t0)
+            times[name] += timed
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def _run_for(fn, sync, seconds: float) -> None:
+    """Call ``fn`` (at least once when ``seconds`` > 0) until ``seconds`` have passed."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         fn()
         if sync is not None:
             sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _max_abs_error(case: Case, x, kernel, bias):
@@ -236,16 +279,19 @@ def run_case(case: Case, *, min_repeats: int, budget_s: float) -> dict:
     inputs = case_inputs(case)
     row = {"case": case.name, "flops_forward": case.spec.flops, "times_ms": {}, "errors": {},
            "peers": []}
+    runnable = {}
     for name, (build, is_peer, sync) in implementations(case).items():
         if is_peer:
             row["peers"].append(name)
         try:
-            passes = build(case, *inputs)
-            for pass_name in PASSES:
-                row["times_ms"].setdefault(pass_name, {})[name] = median_ms(
-                    passes[pass_name], min_repeats=min_repeats, budget_s=budget_s, sync=sync)
+            runnable[name] = (build(case, *inputs), sync)
         except Exception as error:  # a column this machine cannot run: reported, not fatal
             row["errors"][name] = f"{type(error).__name__}: {error}"
+    for pass_name in PASSES:
+        calls = {name: (passes[pass_name], sync) for name, (passes, sync) in runnable.items()}
+        for name, ms in interleaved_median_ms(calls, row["errors"], min_repeats=min_repeats,
+                                              budget_s=budget_s).items():
+            row["times_ms"].setdefault(pass_name, {})[name] = ms
     if _importable("torch"):
         row["max_abs_error_tconv"], row["max_abs_error_torch"] = _max_abs_error(case, *inputs[:3])
     return row

@@ -209,7 +209,7 @@ def interleaved_median_ms(calls: dict, errors: dict, *, min_repeats: int, budget
     per_turn = -(-min_repeats // ROUNDS)
     for _ in range(ROUNDS):
         for name, (fn, sync) in live.items():
-            _run_for(fn, sync, settle_s)
+            run_for(fn, sync, settle_s)
             started = time.perf_counter()
             timed = []
             while len(timed) < per_turn or (time.perf_counter() - started < budget_s / ROUNDS
@@ -223,7 +223,7 @@ def interleaved_median_ms(calls: dict, errors: dict, *, min_repeats: int, budget
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
-def _run_for(fn, sync, seconds: float) -> None:
+def run_for(fn, sync, seconds: float) -> None:
     """Call ``fn`` (at least once when ``seconds`` > 0) until ``seconds`` have passed."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:

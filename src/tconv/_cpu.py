@@ -2,10 +2,10 @@
 
 It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...)
 with one code path; the only framework test is a measured layout choice (``_taps_outermost``)
-and JAX's lack of in-place adds. The only writes are into buffers made here: in place (adds into
-views of them, sets through ``array_api_extra.at``) where the namespace allows, functional
-``.at[]`` on JAX, so ``jax.jit`` and ``jax.grad`` trace straight through and nothing the caller
-passed is written to.
+and JAX's lack of in-place writes. The only writes are into buffers made here: in place (adds
+into views of them, ``__setitem__``) where the namespace allows, functional ``.at[]`` on JAX,
+so ``jax.jit`` and ``jax.grad`` trace straight through and nothing the caller passed is
+written to.
 
 Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, kh*kw*F)`` gives every
 input pixel's contribution through every tap; tap ``t`` sends input row ``i`` to full-output row
@@ -75,6 +75,25 @@ CACHE_BYTES = 8 * 2**20
 WORKSPACE_BYTES = 256 * 2**20
 
 
+def _add_into(xp, buffer, index, values):
+    """``buffer[index] += values`` for a buffer made here: into a view of it where the namespace
+    writes in place (``array_api_extra.at`` would also write the view back onto itself), else
+    functionally (JAX)."""
+    if is_jax_namespace(xp):
+        return xpx.at(buffer)[index].add(values)
+    target = buffer[index]
+    target += values
+    return buffer
+
+
+def _set_into(xp, buffer, index, values):
+    """``buffer[index] = values`` for a buffer made here, in place but on JAX."""
+    if is_jax_namespace(xp):
+        return xpx.at(buffer)[index].set(values)
+    buffer[index] = values
+    return buffer
+
+
 def _itemsize(xp, dtype) -> int:
     return 8 if dtype == xp.float64 else 4
 
@@ -133,7 +152,6 @@ class _Placement:
         self.rows = max(spec.in_height + self.blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh))
         self.cols = max(spec.in_width + self.blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw))
         self.taps_outermost = _taps_outermost(xp, spec)
-        self.in_place = not is_jax_namespace(xp)
         if self.taps_outermost:
             shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
         else:
@@ -143,7 +161,7 @@ class _Placement:
         else:   # products add onto the bias: no pass over the output to add it afterwards
             if self.taps_outermost:
                 bias = xp.reshape(bias, (spec.groups, spec.filters_per_group, 1, 1, 1, 1, 1))
-            self.full = xpx.at(xp.empty(shape, dtype=dtype, device=device_))[...].set(bias)
+            self.full = _set_into(xp, xp.empty(shape, dtype=dtype, device=device_), ..., bias)
 
     def add(self, x_piece, kernel, n0: int, r0: int):
         """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
@@ -160,11 +178,12 @@ class _Placement:
         for first_h, stop_h, shift_h, residue_h in self.blocks_h:
             for first_w, stop_w, shift_w, residue_w in self.blocks_w:
                 block = products[:, :, :, first_h:stop_h, first_w:stop_w, :]  # (nb, hr, W, bh, bw, F)
-                self._add((slice(n0, n0 + nb), slice(r0 + shift_h, r0 + shift_h + hr),
-                           slice(residue_h, residue_h + stop_h - first_h),
-                           slice(shift_w, shift_w + w),
-                           slice(residue_w, residue_w + stop_w - first_w), slice(None)),
-                          xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
+                index = (slice(n0, n0 + nb), slice(r0 + shift_h, r0 + shift_h + hr),
+                         slice(residue_h, residue_h + stop_h - first_h),
+                         slice(shift_w, shift_w + w),
+                         slice(residue_w, residue_w + stop_w - first_w), slice(None))
+                self.full = _add_into(xp, self.full, index,
+                                      xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
 
     def _add_taps_outermost(self, x_piece, kernel, n0, r0):
         xp, spec = self.xp, self.spec
@@ -185,19 +204,10 @@ class _Placement:
                 row = shift_h + r0
                 for first_w, stop_w, shift_w, residue_w in self.blocks_w:
                     for tap_w in range(first_w, stop_w):
-                        self._add((slice(None), slice(None), slice(n0, n0 + nb),
-                                   slice(row, row + hr), residue_h + tap_h - first_h,
-                                   slice(shift_w, shift_w + w), residue_w + tap_w - first_w),
-                                  products[:, tap_h, tap_w, ...])
-
-    def _add(self, index, values):
-        """``full[index] += values``: into a view of the buffer where the namespace allows (an
-        ``at(...).add`` would also write the view back onto itself), else functionally."""
-        if self.in_place:
-            target = self.full[index]
-            target += values
-        else:
-            self.full = xpx.at(self.full)[index].add(values)
+                        index = (slice(None), slice(None), slice(n0, n0 + nb),
+                                 slice(row, row + hr), residue_h + tap_h - first_h,
+                                 slice(shift_w, shift_w + w), residue_w + tap_w - first_w)
+                        self.full = _add_into(xp, self.full, index, products[:, tap_h, tap_w, ...])
 
     def cropped(self):
         """The output, NHWC (a view of the full buffer)."""
@@ -235,7 +245,7 @@ def _in_caller_layout(xp, a_nhwc, spec: ConvTransposeSpec, dtype):
     as TensorFlow and torch return theirs."""
     a = _from_nhwc(xp, a_nhwc, spec)
     out = xp.empty(a.shape, dtype=dtype, device=device(a))
-    return xpx.at(out)[...].set(xp.astype(a, dtype, copy=False))
+    return _set_into(xp, out, ..., xp.astype(a, dtype, copy=False))
 
 
 def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
@@ -304,9 +314,9 @@ def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
         if len(pieces) == 1 and spec.data_format == "channels_last":
             dx = dx_piece    # the whole of dx, contiguous already
         elif spec.data_format == "channels_first":
-            dx = xpx.at(dx)[n0:n1, :, r0:r1, :].set(dx_piece)
+            dx = _set_into(xp, dx, (slice(n0, n1), slice(None), slice(r0, r1), ...), dx_piece)
         else:
-            dx = xpx.at(dx)[n0:n1, r0:r1, ...].set(dx_piece)
+            dx = _set_into(xp, dx, (slice(n0, n1), slice(r0, r1), ...), dx_piece)
         part = _kernel_gradient(xp, cols, x[n0:n1, r0:r1, ...], g)
         dkernel = part if dkernel is None else dkernel + part
     if dkernel is None:   # an empty batch

@@ -27,28 +27,40 @@ def _geometry(h, w, kh, kw, strides, padding, output_padding, dilation):
     return out, pads
 
 
-def forward(x, kernel, bias=None, strides=(1, 1), padding="valid", output_padding=None,
-            dilation=(1, 1), groups=1):
-    """x (N, H, W, Cin) channels_last, kernel (kh, kw, F/groups, Cin) -> (N, Oh, Ow, F)."""
-    x = np.asarray(x, np.float64)
-    kernel = np.asarray(kernel, np.float64)
-    n, h, w, cin = x.shape
-    kh, kw, fg, _ = kernel.shape
-    cg = cin // groups
+def _landings(x_shape, kernel_shape, strides, padding, output_padding, dilation):
+    """Every (input pixel, tap) whose scatter lands inside the output, with where it lands:
+    ``(i, j, ky, kx, oy, ox)``; and the output size."""
+    _, h, w, _ = x_shape
+    kh, kw = kernel_shape[:2]
     (oh, ow), (pt, pl) = _geometry(h, w, kh, kw, strides, padding, output_padding, dilation)
-    y = np.zeros((n, oh, ow, fg * groups))
+    landings = []
     for i in range(h):
         for j in range(w):
             for ky in range(kh):
                 for kx in range(kw):
                     oy = i * strides[0] + ky * dilation[0] - pt
                     ox = j * strides[1] + kx * dilation[1] - pl
-                    if not (0 <= oy < oh and 0 <= ox < ow):
-                        continue
-                    for g in range(groups):
-                        xs = x[:, i, j, g * cg:(g + 1) * cg]                 # (N, Cg)
-                        ks = kernel[ky, kx, :, g * cg:(g + 1) * cg]          # (Fg, Cg)
-                        y[:, oy, ox, g * fg:(g + 1) * fg] += xs @ ks.T
+                    if 0 <= oy < oh and 0 <= ox < ow:
+                        landings.append((i, j, ky, kx, oy, ox))
+    return landings, (oh, ow)
+
+
+def forward(x, kernel, bias=None, strides=(1, 1), padding="valid", output_padding=None,
+            dilation=(1, 1), groups=1):
+    """x (N, H, W, Cin) channels_last, kernel (kh, kw, F/groups, Cin) -> (N, Oh, Ow, F)."""
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    n, _, _, cin = x.shape
+    fg = kernel.shape[2]
+    cg = cin // groups
+    landings, (oh, ow) = _landings(x.shape, kernel.shape, strides, padding, output_padding,
+                                   dilation)
+    y = np.zeros((n, oh, ow, fg * groups))
+    for i, j, ky, kx, oy, ox in landings:
+        for g in range(groups):
+            xs = x[:, i, j, g * cg:(g + 1) * cg]                 # (N, Cg)
+            ks = kernel[ky, kx, :, g * cg:(g + 1) * cg]          # (Fg, Cg)
+            y[:, oy, ox, g * fg:(g + 1) * fg] += xs @ ks.T
     if bias is not None:
         y += np.asarray(bias, np.float64)
     return y
@@ -60,23 +72,15 @@ def backward(dy, x, kernel, strides=(1, 1), padding="valid", output_padding=None
     dy = np.asarray(dy, np.float64)
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    n, h, w, cin = x.shape
-    kh, kw, fg, _ = kernel.shape
-    cg = cin // groups
-    (oh, ow), (pt, pl) = _geometry(h, w, kh, kw, strides, padding, output_padding, dilation)
+    cg = x.shape[3] // groups
+    fg = kernel.shape[2]
+    landings, _ = _landings(x.shape, kernel.shape, strides, padding, output_padding, dilation)
     dx = np.zeros_like(x)
     dk = np.zeros_like(kernel)
-    for i in range(h):
-        for j in range(w):
-            for ky in range(kh):
-                for kx in range(kw):
-                    oy = i * strides[0] + ky * dilation[0] - pt
-                    ox = j * strides[1] + kx * dilation[1] - pl
-                    if not (0 <= oy < oh and 0 <= ox < ow):
-                        continue
-                    for g in range(groups):
-                        gy = dy[:, oy, ox, g * fg:(g + 1) * fg]              # (N, Fg)
-                        ks = kernel[ky, kx, :, g * cg:(g + 1) * cg]          # (Fg, Cg)
-                        dx[:, i, j, g * cg:(g + 1) * cg] += gy @ ks
-                        dk[ky, kx, :, g * cg:(g + 1) * cg] += gy.T @ x[:, i, j, g * cg:(g + 1) * cg]
+    for i, j, ky, kx, oy, ox in landings:
+        for g in range(groups):
+            gy = dy[:, oy, ox, g * fg:(g + 1) * fg]              # (N, Fg)
+            ks = kernel[ky, kx, :, g * cg:(g + 1) * cg]          # (Fg, Cg)
+            dx[:, i, j, g * cg:(g + 1) * cg] += gy @ ks
+            dk[ky, kx, :, g * cg:(g + 1) * cg] += gy.T @ x[:, i, j, g * cg:(g + 1) * cg]
     return dx, dk, dy.sum(axis=(0, 1, 2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array_api_compat
 
-from .initializers import deserialize_config, serialize_config
+from .initializers import Configurable, get_from, serialize_config
 
 __all__ = ["MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize"]
 
@@ -23,16 +23,8 @@ def _norms(w, axis):
     return xp.sqrt(xp.sum(w * w, axis=axis, keepdims=True))
 
 
-class Constraint:
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.get_config()})"
+class Constraint(Configurable):
+    """A Keras constraint: ``__call__(w)`` returns the projected weights."""
 
 
 class MaxNorm(Constraint):
@@ -97,14 +89,7 @@ CONSTRAINTS.update(max_norm=MaxNorm, min_max_norm=MinMaxNorm, non_neg=NonNeg,
 
 def get(identifier):
     """None, a Keras name, a Keras config dict, or a callable ``array -> array``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize_config(CONSTRAINTS, identifier, "constraint")
-    if callable(identifier):
-        return identifier
-    raise TypeError(f"constraint must be a name, a config dict or a callable, got "
-                    f"{identifier!r}")
+    return get_from(CONSTRAINTS, identifier, "constraint")
 
 
 def serialize(constraint):

@@ -60,12 +60,9 @@ def truncated_normal(rng, shape, mean, stddev) -> np.ndarray:
     return mean + stddev * draws
 
 
-class Initializer:
-    """A Keras initializer: ``__call__(shape, dtype)`` and ``get_config()``; each subclass
-    computes its float64 ``values(shape)``."""
-
-    def __call__(self, shape, dtype="float32") -> np.ndarray:
-        return np.asarray(self.values(tuple(int(dim) for dim in shape)), dtype=dtype)
+class Configurable:
+    """Keras' config protocol, shared by initializers, regularizers and constraints: the
+    constructor's keyword arguments are the config."""
 
     def get_config(self) -> dict:
         return {}
@@ -76,6 +73,14 @@ class Initializer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
+
+
+class Initializer(Configurable):
+    """A Keras initializer: ``__call__(shape, dtype)`` and ``get_config()``; each subclass
+    computes its float64 ``values(shape)``."""
+
+    def __call__(self, shape, dtype="float32") -> np.ndarray:
+        return np.asarray(self.values(tuple(int(dim) for dim in shape)), dtype=dtype)
 
 
 class Zeros(Initializer):
@@ -273,6 +278,18 @@ def deserialize_config(registry: dict, identifier, what: str):
     return cls.from_config(dict(identifier.get("config") or {}))
 
 
+def get_from(registry: dict, identifier, what: str):
+    """Keras' ``get``: None, a name, a config dict (see :func:`deserialize_config`) or a
+    callable, which is used as it is."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, (str, dict)):
+        return deserialize_config(registry, identifier, what)
+    if callable(identifier):
+        return identifier
+    raise TypeError(f"{what} must be a name, a config dict or a callable, got {identifier!r}")
+
+
 def serialize_config(obj, registry: dict, module: str):
     """Keras 3's config dict for one of the registry's classes; other callables as they are."""
     if registry.get(type(obj).__name__) is not type(obj):
@@ -283,14 +300,7 @@ def serialize_config(obj, registry: dict, module: str):
 
 def get(identifier):
     """None, a Keras name, a Keras config dict, or a callable ``(shape, dtype) -> array``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize_config(INITIALIZERS, identifier, "initializer")
-    if callable(identifier):
-        return identifier
-    raise TypeError(f"initializer must be a name, a config dict or a callable, got "
-                    f"{identifier!r}")
+    return get_from(INITIALIZERS, identifier, "initializer")
 
 
 def serialize(initializer):

@@ -13,7 +13,7 @@ import numbers
 
 import array_api_compat
 
-from .initializers import deserialize_config, serialize_config
+from .initializers import Configurable, get_from, serialize_config
 
 __all__ = ["L1", "L1L2", "L2", "get", "serialize"]
 
@@ -25,7 +25,7 @@ def _factor(value, name: str) -> float:
     return float(value)
 
 
-class L1L2:
+class L1L2(Configurable):
     """``l1 * sum(|x|) + l2 * sum(x**2)``, a scalar array of ``x``'s namespace and dtype."""
 
     def __init__(self, l1=0.0, l2=0.0):
@@ -42,13 +42,6 @@ class L1L2:
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}
-
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class L1(L1L2):
@@ -77,14 +70,7 @@ REGULARIZERS = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L2, "l1l2": L1
 
 def get(identifier):
     """None, a Keras name, a Keras config dict, or a callable ``array -> scalar array``."""
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize_config(REGULARIZERS, identifier, "regularizer")
-    if callable(identifier):
-        return identifier
-    raise TypeError(f"regularizer must be a name, a config dict or a callable, got "
-                    f"{identifier!r}")
+    return get_from(REGULARIZERS, identifier, "regularizer")
 
 
 def serialize(regularizer):

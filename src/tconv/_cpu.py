@@ -149,8 +149,10 @@ class _Placement:
         (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
         self.blocks_h = _tap_blocks(spec.kernel_height, sh, dh)
         self.blocks_w = _tap_blocks(spec.kernel_width, sw, dw)
-        self.rows = max(spec.in_height + self.blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh))
-        self.cols = max(spec.in_width + self.blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw))
+        self.rows = max(spec.in_height + self.blocks_h[-1][2],
+                        -(-(spec.pad_top + spec.out_height) // sh))
+        self.cols = max(spec.in_width + self.blocks_w[-1][2],
+                        -(-(spec.pad_left + spec.out_width) // sw))
         self.taps_outermost = _taps_outermost(xp, spec)
         if self.taps_outermost:
             shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)

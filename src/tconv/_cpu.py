@@ -11,7 +11,8 @@ Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, kh*kw*F)
 input pixel's contribution through every tap; tap ``t`` sends input row ``i`` to full-output row
 ``i*s + t*d``. Undilated taps come in blocks of ``s`` consecutive taps that share the shift
 ``t // s`` and take residues ``0..s-1``, so each block is one strided add into the full output
-viewed as (rows of s, s): ``ceil(kh/s) * ceil(kw/s)`` adds in all, then a crop by Keras' padding.
+viewed as (rows of s, s): ``ceil(kh/s) * ceil(kw/s)`` adds in all, then a crop by Keras' padding
+(or, when the crop falls on the stride grid, adds clipped to the output itself).
 No FLOP is spent on the zeros of the "dilate the input, then convolve" view, no input is copied
 per tap (the im2col alternative copies ``kh*kw*Cin`` values per pixel, this writes ``kh*kw*F``, and
 measured faster on every benchmark layer, most of all for image outputs with 1-3 channels), and a
@@ -135,25 +136,37 @@ def _taps_outermost(xp, spec: ConvTransposeSpec) -> bool:
 
 
 class _Placement:
-    """The uncropped output of the forward, and how products are added into it.
+    """The forward's output buffer, and how products are added into it.
 
-    The full output is viewed as rows of ``s`` by columns of ``s`` so that a tap block (or a
-    tap) lands as one strided add: filters innermost, ``(N, rows, sh, cols, sw, F)``, or, with
-    taps outermost, ``(G, Fg, N, rows, sh, cols, sw)``. ``rows`` and ``cols`` reach the last
-    landing row and the crop's end when output_padding reaches past it (nothing lands there).
-    It starts as the bias (zeros without one).
+    The output is viewed as rows of ``s`` by columns of ``s`` so that a tap block (or a tap)
+    lands as one strided add: filters innermost, ``(N, rows, sh, cols, sw, F)``, or, with taps
+    outermost, ``(G, Fg, N, rows, sh, cols, sw)``. Usually the buffer is the uncropped output:
+    ``rows`` and ``cols`` reach the last landing row and the crop's end when output_padding
+    reaches past it (nothing lands there), and Keras' crop is copied out at the end. When the
+    crop starts and ends on the stride grid (k=3 or k=2 with s=2 'same'/'valid', say) and the
+    caller wants NHWC in the compute dtype, the buffer is the output itself: adds are clipped
+    to it and nothing is copied. It starts as the bias (zeros without one).
     """
 
-    def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
+    def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, out_dtype, device_):
         self.xp, self.spec = xp, spec
         (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
         self.blocks_h = _tap_blocks(spec.kernel_height, sh, dh)
         self.blocks_w = _tap_blocks(spec.kernel_width, sw, dw)
-        self.rows = max(spec.in_height + self.blocks_h[-1][2],
-                        -(-(spec.pad_top + spec.out_height) // sh))
-        self.cols = max(spec.in_width + self.blocks_w[-1][2],
-                        -(-(spec.pad_left + spec.out_width) // sw))
         self.taps_outermost = _taps_outermost(xp, spec)
+        self.direct = (not self.taps_outermost and spec.data_format == "channels_last"
+                       and dtype == out_dtype
+                       and spec.pad_top % sh == 0 and spec.out_height % sh == 0
+                       and spec.pad_left % sw == 0 and spec.out_width % sw == 0)
+        if self.direct:   # grid rows [row0, row0 + rows) are the output
+            self.row0, self.rows = spec.pad_top // sh, spec.out_height // sh
+            self.col0, self.cols = spec.pad_left // sw, spec.out_width // sw
+        else:
+            self.row0 = self.col0 = 0
+            self.rows = max(spec.in_height + self.blocks_h[-1][2],
+                            -(-(spec.pad_top + spec.out_height) // sh))
+            self.cols = max(spec.in_width + self.blocks_w[-1][2],
+                            -(-(spec.pad_left + spec.out_width) // sw))
         if self.taps_outermost:
             shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
         else:
@@ -178,11 +191,20 @@ class _Placement:
         kh, kw, f = spec.kernel_height, spec.kernel_width, spec.filters
         products = xp.reshape(_tap_products(xp, x_piece, kernel, spec), (nb, hr, w, kh, kw, f))
         for first_h, stop_h, shift_h, residue_h in self.blocks_h:
+            # Input rows i land on grid row i + shift - row0: keep those inside the buffer.
+            i0 = max(0, self.row0 - shift_h - r0)
+            i1 = min(hr, self.rows + self.row0 - shift_h - r0)
             for first_w, stop_w, shift_w, residue_w in self.blocks_w:
-                block = products[:, :, :, first_h:stop_h, first_w:stop_w, :]  # (nb, hr, W, bh, bw, F)
-                index = (slice(n0, n0 + nb), slice(r0 + shift_h, r0 + shift_h + hr),
+                j0 = max(0, self.col0 - shift_w)
+                j1 = min(w, self.cols + self.col0 - shift_w)
+                if i0 >= i1 or j0 >= j1:
+                    continue
+                block = products[:, i0:i1, j0:j1, first_h:stop_h, first_w:stop_w, :]
+                row = r0 + i0 + shift_h - self.row0
+                col = j0 + shift_w - self.col0
+                index = (slice(n0, n0 + nb), slice(row, row + i1 - i0),
                          slice(residue_h, residue_h + stop_h - first_h),
-                         slice(shift_w, shift_w + w),
+                         slice(col, col + j1 - j0),
                          slice(residue_w, residue_w + stop_w - first_w), slice(None))
                 self.full = _add_into(xp, self.full, index,
                                       xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
@@ -211,17 +233,21 @@ class _Placement:
                                  slice(shift_w, shift_w + w), residue_w + tap_w - first_w)
                         self.full = _add_into(xp, self.full, index, products[:, tap_h, tap_w, ...])
 
-    def cropped(self):
-        """The output, NHWC (a view of the full buffer)."""
+    def output(self, out_dtype):
+        """The result: a new C-contiguous array in the caller's layout and dtype."""
         xp, spec = self.xp, self.spec
         (sh, sw) = spec.strides
+        if self.direct:
+            return xp.reshape(self.full, spec.output_shape)
         rows = slice(spec.pad_top, spec.pad_top + spec.out_height)
         cols = slice(spec.pad_left, spec.pad_left + spec.out_width)
         if self.taps_outermost:
             full = xp.reshape(self.full, (spec.filters, spec.batch, self.rows * sh, self.cols * sw))
-            return xp.permute_dims(full[:, :, rows, cols], (1, 2, 3, 0))
-        full = xp.reshape(self.full, (spec.batch, self.rows * sh, self.cols * sw, spec.filters))
-        return full[:, rows, cols, :]
+            cropped = xp.permute_dims(full[:, :, rows, cols], (1, 2, 3, 0))
+        else:
+            full = xp.reshape(self.full, (spec.batch, self.rows * sh, self.cols * sw, spec.filters))
+            cropped = full[:, rows, cols, :]
+        return _in_caller_layout(xp, cropped, spec, out_dtype)
 
 
 def _tap_products(xp, x, kernel, spec: ConvTransposeSpec):
@@ -258,12 +284,12 @@ def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
-    placement = _Placement(xp, spec, bias, work, device(x))
+    placement = _Placement(xp, spec, bias, work, out_dtype, device(x))
     budget = WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
     bytes_per_pixel = spec.kernel_height * spec.kernel_width * spec.filters * _itemsize(xp, work)
     for n0, n1, r0, r1 in _input_pieces(spec, bytes_per_pixel, budget):
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
-    return _in_caller_layout(xp, placement.cropped(), spec, out_dtype)
+    return placement.output(out_dtype)
 
 
 def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):

@@ -21,6 +21,8 @@ def _peak_mb() -> float:
 def _measure(column: str) -> str:
     from tconv import cli
 
+    # Named here, not taken from cli.implementations: that probes by importing every framework,
+    # which would put torch and TensorFlow into the NumPy column's peak.
     builds = {"tconv numpy": cli.tconv_numpy, "tconv torch": cli.tconv_torch,
               "torch": cli.torch_conv_transpose, "tensorflow": cli.tensorflow_conv_transpose}
     build = builds[column]

@@ -28,7 +28,7 @@ Every result is a new C-contiguous array in the caller's layout, as TensorFlow a
 from __future__ import annotations
 
 import array_api_extra as xpx
-from array_api_compat import device, is_jax_namespace, is_torch_namespace
+from array_api_compat import array_namespace, device, is_jax_namespace, is_torch_namespace
 
 from ._spec import ConvTransposeSpec
 
@@ -276,8 +276,9 @@ def _in_caller_layout(xp, a_nhwc, spec: ConvTransposeSpec, dtype):
     return _set_into(xp, out, ..., xp.astype(a, dtype, copy=False))
 
 
-def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """Forward pass; ``x`` in ``spec.data_format``, result in the same layout and dtype."""
+    xp = array_namespace(x)
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
     x = xp.astype(_to_nhwc(xp, x, spec), work, copy=False)
@@ -292,12 +293,13 @@ def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
     return placement.output(out_dtype)
 
 
-def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``.
 
     Large inputs go through in pieces, as in the forward: each piece gathers its ``dy`` windows
     once, for its rows of ``dx`` and for its share of ``dkernel``, while they are still in cache.
     """
+    xp = array_namespace(x)
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
     dy = xp.astype(_to_nhwc(xp, dy, spec), work, copy=False)

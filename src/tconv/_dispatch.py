@@ -142,7 +142,7 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     route = _framework_route(backend, x)
     if route is not None:
         return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose(xp, x, kernel, bias, spec)
+    return _select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
@@ -162,7 +162,7 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     route = _framework_route(backend, x)
     if route is not None:
         return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose_backward(xp, dy, x, kernel, spec)
+    return _select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
 
 
 

@@ -87,24 +87,20 @@ def _on_callers_stream(x):
 
 
 def conv2d_transpose(x, kernel, bias, spec, output_padding, backend):
-    import array_api_compat.torch as torch_xp
-
     from ._dispatch import _select_backend
 
     with _on_callers_stream(x):
         x_torch, kernel_torch, bias_torch = (_to_torch(a) for a in (x, kernel, bias))
-        y = _select_backend(backend, x_torch).conv2d_transpose(
-            torch_xp, x_torch, kernel_torch, bias_torch, spec)
+        y = _select_backend(backend, x_torch).conv2d_transpose(x_torch, kernel_torch, bias_torch,
+                                                             spec)
         return _from_torch(y, x)
 
 
 def conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend):
-    import array_api_compat.torch as torch_xp
-
     from ._dispatch import _select_backend
 
     with _on_callers_stream(x):
         dy_torch, x_torch, kernel_torch = (_to_torch(a) for a in (dy, x, kernel))
         gradients = _select_backend(backend, x_torch).conv2d_transpose_backward(
-            torch_xp, dy_torch, x_torch, kernel_torch, spec)
+            dy_torch, x_torch, kernel_torch, spec)
         return tuple(_from_torch(g, x) for g in gradients)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import array_api_compat.torch as torch_xp
 import torch
 
 from ._spec import ConvTransposeSpec, _pair, make_spec
@@ -51,7 +50,7 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
                         backend: str) -> torch.Tensor:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
                          groups)
-    y = _backend_module(backend, x).conv2d_transpose(torch_xp, x, kernel, bias, spec)
+    y = _backend_module(backend, x).conv2d_transpose(x, kernel, bias, spec)
     # Fake tensors are contiguous; the real output must have the strides compile planned for.
     return y.contiguous()
 
@@ -72,7 +71,7 @@ def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torc
                                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
                          groups)
-    gradients = _backend_module(backend, x).conv2d_transpose_backward(torch_xp, dy, x, kernel,
+    gradients = _backend_module(backend, x).conv2d_transpose_backward(dy, x, kernel,
                                                                       spec)
     return tuple(g.contiguous() for g in gradients)
 

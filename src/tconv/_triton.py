@@ -42,14 +42,14 @@ def _on_device(x):
     return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
-def conv2d_transpose(xp, x, kernel, bias, spec: ConvTransposeSpec):
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """Forward pass; ``x`` in ``spec.data_format``, result in the same layout and dtype."""
     _check_tensor(x)
     with _on_device(x):
         return kernels.forward(x, kernel, bias, spec)
 
 
-def conv2d_transpose_backward(xp, dy, x, kernel, spec: ConvTransposeSpec):
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``."""
     _check_tensor(x)
     with _on_device(x):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 
 import array_api_compat
+import numpy as np
 
 from . import _cpu
 from ._spec import make_spec, normalize_backend
@@ -32,22 +34,66 @@ def _namespace(**arrays):
     return next(iter(namespaces.values()))
 
 
-def _check_arrays(xp, reference_name: str, **arrays):
-    """Float dtype, all equal to the reference's, and one device."""
+def _torch_tensors(**arrays):
+    """torch, when every named array is a torch tensor (None entries skipped), else None.
+
+    Told by ``isinstance`` alone: ``array_api_compat``'s type checks are ``lru_cache``-wrapped,
+    and torch.compile warns about each one it meets in a traced region."""
+    torch = sys.modules.get("torch")
+    if torch is not None and all(a is None or isinstance(a, torch.Tensor)
+                                 for a in arrays.values()):
+        return torch
+    return None
+
+
+def _same_dtype(a, b) -> bool:
+    """Equal dtypes, NumPy's byte orders aside (a ``>f4`` array is float32 to tconv)."""
+    if isinstance(a, np.dtype) and isinstance(b, np.dtype):
+        return a.newbyteorder("=") == b.newbyteorder("=")
+    return a == b
+
+
+def _check_arrays(reference_name: str, *, is_floating, device, **arrays):
+    """Float dtype, all equal to the reference's, and one device where both arrays know theirs
+    (a JAX tracer has none: XLA places it)."""
     reference = arrays[reference_name]
-    if not xp.isdtype(reference.dtype, "real floating"):
+    if not is_floating(reference):
         raise TypeError(f"{reference_name} must have a real floating dtype, got dtype "
                         f"{reference.dtype}")
-    where = array_api_compat.device(reference)
+    where = device(reference)
     for name, array in arrays.items():
         if array is None or name == reference_name:
             continue
-        if array.dtype != reference.dtype:
+        if not _same_dtype(array.dtype, reference.dtype):
             raise TypeError(f"{name} must have the dtype of {reference_name} ({reference.dtype}), "
                             f"got dtype {array.dtype}: tconv does not mix float dtypes")
-        if array_api_compat.device(array) != where:
+        if where is not None and device(array) is not None and device(array) != where:
             raise ValueError(f"{name} must be on the device of {reference_name} ({where}), "
-                             f"got {array_api_compat.device(array)}")
+                             f"got {device(array)}")
+
+
+def _check_torch_arrays(reference_name: str, **arrays):
+    _check_arrays(reference_name, is_floating=lambda a: a.is_floating_point(),
+                  device=lambda a: a.device, **arrays)
+
+
+def _check_array_api_arrays(xp, reference_name: str, **arrays):
+    _check_arrays(reference_name, is_floating=lambda a: xp.isdtype(a.dtype, "real floating"),
+                  device=array_api_compat.device, **arrays)
+
+
+def _in_native_byte_order(array):
+    """A NumPy array in native byte order (a copy when it is not): the backends compute natively."""
+    if isinstance(array, np.ndarray) and not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _in_dtype_of(result, x):
+    """A result computed in native byte order, back in the byte order of a NumPy ``x``."""
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        return result.astype(x.dtype)
+    return result
 
 
 @functools.cache
@@ -83,10 +129,6 @@ def _framework_route(backend: str, x):
     backend)``, and is imported only when the caller's arrays come from its framework.
     """
     backend = normalize_backend(backend)  # a lazy route (Dask) must not defer this error
-    if array_api_compat.is_torch_array(x):
-        from . import _torch_op
-
-        return _torch_op
     if array_api_compat.is_dask_array(x):
         from . import _dask
 
@@ -97,6 +139,20 @@ def _framework_route(backend: str, x):
 
         return _interop if _interop.is_foreign_gpu_array(x) else None
     return None
+
+
+def _checked_route(backend: str, **arrays):
+    """The arrays checked (one array library; x's float dtype and device for all), then their
+    framework route, or None for the array-API backends. torch tensors are told apart first and
+    checked with torch alone, so that a torch.compile region traces no ``array_api_compat``."""
+    if _torch_tensors(**arrays) is not None:
+        _check_torch_arrays("x", **arrays)
+        normalize_backend(backend)
+        from . import _torch_op
+
+        return _torch_op
+    _check_array_api_arrays(_namespace(**arrays), "x", **arrays)
+    return _framework_route(backend, arrays["x"])
 
 
 def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups):
@@ -133,16 +189,16 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
     """
-    xp = _namespace(x=x, kernel=kernel, bias=bias)
-    _check_arrays(xp, "x", x=x, kernel=kernel, bias=bias)
+    route = _checked_route(backend, x=x, kernel=kernel, bias=bias)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
-    route = _framework_route(backend, x)
     if route is not None:
         return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
+    y = _select_backend(backend, x).conv2d_transpose(
+        *(_in_native_byte_order(a) for a in (x, kernel, bias)), spec)
+    return _in_dtype_of(y, x)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
@@ -153,16 +209,16 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
     """
-    xp = _namespace(dy=dy, x=x, kernel=kernel)
-    _check_arrays(xp, "x", x=x, kernel=kernel, dy=dy)
+    route = _checked_route(backend, x=x, kernel=kernel, dy=dy)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
-    route = _framework_route(backend, x)
     if route is not None:
         return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
+    gradients = _select_backend(backend, x).conv2d_transpose_backward(
+        *(_in_native_byte_order(a) for a in (dy, x, kernel)), spec)
+    return tuple(_in_dtype_of(g, x) for g in gradients)
 
 
 

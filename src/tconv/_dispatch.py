@@ -3,15 +3,14 @@ caller's namespace. Data flows one way: API -> spec -> dispatch -> (cpu | triton
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import sys
 
 import array_api_compat
 import numpy as np
 
-from . import _cpu
-from ._spec import make_spec, normalize_backend
+from ._backends import select_backend
+from ._options import validate_options
+from ._spec import ConvTransposeSpec, spec_for
 
 
 def _namespace(**arrays):
@@ -34,16 +33,13 @@ def _namespace(**arrays):
     return next(iter(namespaces.values()))
 
 
-def _torch_tensors(**arrays):
-    """torch, when every named array is a torch tensor (None entries skipped), else None.
-
-    Told by ``isinstance`` alone: ``array_api_compat``'s type checks are ``lru_cache``-wrapped,
-    and torch.compile warns about each one it meets in a traced region."""
+def _torch_tensors(arrays: dict) -> bool:
+    """Whether every given array is a torch tensor (None entries skipped), told by
+    ``isinstance`` alone: ``array_api_compat``'s type checks are ``lru_cache``-wrapped, and
+    torch.compile warns about each one it meets in a traced region."""
     torch = sys.modules.get("torch")
-    if torch is not None and all(a is None or isinstance(a, torch.Tensor)
-                                 for a in arrays.values()):
-        return torch
-    return None
+    return torch is not None and all(a is None or isinstance(a, torch.Tensor)
+                                     for a in arrays.values())
 
 
 def _same_dtype(a, b) -> bool:
@@ -53,9 +49,9 @@ def _same_dtype(a, b) -> bool:
     return a == b
 
 
-def _check_arrays(reference_name: str, *, is_floating, device, **arrays):
-    """Float dtype, all equal to the reference's, and one device where both arrays know theirs
-    (a JAX tracer has none: XLA places it)."""
+def _check_dtypes_and_devices(reference_name: str, is_floating, device, arrays: dict):
+    """Float dtype, all equal to the reference's, and one device wherever both arrays know
+    theirs (a JAX tracer has none: XLA places it)."""
     reference = arrays[reference_name]
     if not is_floating(reference):
         raise TypeError(f"{reference_name} must have a real floating dtype, got dtype "
@@ -72,18 +68,23 @@ def _check_arrays(reference_name: str, *, is_floating, device, **arrays):
                              f"got {device(array)}")
 
 
-def _check_torch_arrays(reference_name: str, **arrays):
-    _check_arrays(reference_name, is_floating=lambda a: a.is_floating_point(),
-                  device=lambda a: a.device, **arrays)
-
-
-def _check_array_api_arrays(xp, reference_name: str, **arrays):
-    _check_arrays(reference_name, is_floating=lambda a: xp.isdtype(a.dtype, "real floating"),
-                  device=array_api_compat.device, **arrays)
+def _check_arrays(reference_name: str, **arrays) -> bool:
+    """The arrays checked (one array library, the reference's float dtype and device for all);
+    returns whether they are torch tensors, which are checked with torch alone so that a
+    torch.compile region traces no ``array_api_compat``."""
+    if _torch_tensors(arrays):
+        _check_dtypes_and_devices(reference_name, lambda a: a.is_floating_point(),
+                                  lambda a: a.device, arrays)
+        return True
+    xp = _namespace(**arrays)
+    _check_dtypes_and_devices(reference_name, lambda a: xp.isdtype(a.dtype, "real floating"),
+                              array_api_compat.device, arrays)
+    return False
 
 
 def _in_native_byte_order(array):
-    """A NumPy array in native byte order (a copy when it is not): the backends compute natively."""
+    """A NumPy array in native byte order (a copy when it is not): the backends compute natively;
+    other arrays as they are."""
     if isinstance(array, np.ndarray) and not array.dtype.isnative:
         return array.astype(array.dtype.newbyteorder("="))
     return array
@@ -96,69 +97,49 @@ def _in_dtype_of(result, x):
     return result
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _framework_route(x):
+    """The route module for arrays that need more than the array API, else the backend module.
 
-
-def _select_backend(backend: str, x):
-    """``"auto"`` runs the Triton kernels on CUDA torch tensors when triton is installed, the
-    array-API path otherwise; ``"triton"`` never falls back."""
-    backend = normalize_backend(backend)
-    triton_installed = _triton_installed()
-    if backend == "auto":
-        on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
-        backend = "triton" if on_cuda and triton_installed else "cpu"
-    if backend == "triton":
-        if not triton_installed:
-            raise ValueError("backend='triton' is not available: the triton package is not "
-                             "installed (pip install tconv[triton]); use backend='cpu' or 'auto'")
-        from . import _triton
-
-        return _triton
-    return _cpu
-
-
-def _framework_route(backend: str, x):
-    """The front end for arrays that need more than the array API, or None.
-
-    torch tensors go through a ``torch.library`` custom op (autograd, ``torch.compile``), Dask
-    arrays through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
-    views onto the GPU backend. Each route module exposes ``conv2d_transpose(x, kernel, bias, spec,
-    output_padding, backend)`` and ``conv2d_transpose_backward(dy, x, kernel, spec, output_padding,
-    backend)``, and is imported only when the caller's arrays come from its framework.
+    Dask arrays go through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
+    views onto the GPU backend. Routes and backends share one signature, ``conv2d_transpose(x,
+    kernel, bias, spec)`` and ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is
+    imported only when the caller's arrays come from its framework.
     """
-    backend = normalize_backend(backend)  # a lazy route (Dask) must not defer this error
     if array_api_compat.is_dask_array(x):
         from . import _dask
 
         return _dask
-    if backend != "cpu" and (array_api_compat.is_cupy_array(x)
-                             or array_api_compat.is_jax_array(x)):
-        from . import _interop
-
-        return _interop if _interop.is_foreign_gpu_array(x) else None
     return None
 
 
-def _checked_route(backend: str, **arrays):
-    """The arrays checked (one array library; x's float dtype and device for all), then their
-    framework route, or None for the array-API backends. torch tensors are told apart first and
-    checked with torch alone, so that a torch.compile region traces no ``array_api_compat``."""
-    if _torch_tensors(**arrays) is not None:
-        _check_torch_arrays("x", **arrays)
-        normalize_backend(backend)
+def _implementation(spec: ConvTransposeSpec, x, is_torch: bool):
+    """torch tensors go through ``torch.library`` custom ops (autograd, ``torch.func``,
+    ``torch.compile``, ``torch.export``, ONNX); other arrays as ``_framework_route`` says."""
+    if is_torch:
         from . import _torch_op
 
         return _torch_op
-    _check_array_api_arrays(_namespace(**arrays), "x", **arrays)
-    return _framework_route(backend, arrays["x"])
+    route = _framework_route(x)
+    if route is not None:
+        return route
+    if spec.backend != "cpu" and (array_api_compat.is_cupy_array(x)
+                                  or array_api_compat.is_jax_array(x)):
+        from . import _interop
+
+        if _interop.is_foreign_gpu_array(x):
+            return _interop
+    return select_backend(spec.backend, x)
 
 
-def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups):
-    return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups)
+def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+          backend) -> ConvTransposeSpec:
+    if len(kernel.shape) != 4:
+        raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
+                         f"in_channels), got shape {tuple(kernel.shape)}")
+    options = validate_options(2, strides=strides, padding=padding,
+                               output_padding=output_padding, data_format=data_format,
+                               dilation_rate=dilation_rate, groups=groups, backend=backend)
+    return spec_for(options, x.shape, kernel.shape)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
@@ -189,14 +170,13 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
     """
-    route = _checked_route(backend, x=x, kernel=kernel, bias=bias)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
-    if route is not None:
-        return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
-    y = _select_backend(backend, x).conv2d_transpose(
+    y = _implementation(spec, x, is_torch).conv2d_transpose(
         *(_in_native_byte_order(a) for a in (x, kernel, bias)), spec)
     return _in_dtype_of(y, x)
 
@@ -209,14 +189,13 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
     """
-    route = _checked_route(backend, x=x, kernel=kernel, dy=dy)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
-    if route is not None:
-        return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
-    gradients = _select_backend(backend, x).conv2d_transpose_backward(
+    gradients = _implementation(spec, x, is_torch).conv2d_transpose_backward(
         *(_in_native_byte_order(a) for a in (dy, x, kernel)), spec)
     return tuple(_in_dtype_of(g, x) for g in gradients)
 

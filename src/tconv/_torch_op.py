@@ -30,35 +30,25 @@ from typing import Optional
 
 import torch
 
-from ._spec import ConvTransposeSpec, _pair, make_spec
+from ._backends import select_backend
+from ._spec import ConvTransposeSpec, make_spec
 
-
-def _options(spec: ConvTransposeSpec, output_padding) -> dict:
-    """The custom op's keyword arguments that rebuild ``spec``; ``output_padding`` is the
-    caller's, which ``spec`` resolved into its output size but does not keep."""
-    if output_padding is not None:
-        output_padding = list(_pair(output_padding, "output_padding", minimum=0))
-    return dict(
-        strides=list(spec.strides), padding=spec.padding, output_padding=output_padding,
-        data_format=spec.data_format, dilation_rate=list(spec.dilation_rate), groups=spec.groups,
-    )
-
-
+# The custom ops' option arguments, in their order: the spec's options (ints, lists, strings).
 _OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilation_rate", "groups",
                  "backend")
 
 
+def _op_options(spec: ConvTransposeSpec) -> list:
+    keywords = spec.options.keywords()
+    return [list(keywords[name]) if isinstance(keywords[name], tuple) else keywords[name]
+            for name in _OPTION_NAMES]
+
+
 def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                  groups, backend=None) -> ConvTransposeSpec:
+                  groups, backend) -> ConvTransposeSpec:
     return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
                      output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups)
-
-
-def _backend_module(backend: str, x):
-    from ._dispatch import _select_backend  # the dispatcher imports this module lazily
-
-    return _select_backend(backend, x)
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -82,8 +72,8 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
                         data_format: str, dilation_rate: list[int], groups: int,
                         backend: str) -> torch.Tensor:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
-    y = _backend_module(backend, x).conv2d_transpose(x, kernel, bias, spec)
+                         groups, backend)
+    y = select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
     # The real output must have the strides the fake one promised to compile.
     return y.contiguous(memory_format=_memory_format(x))
 
@@ -100,9 +90,8 @@ def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torc
                                  dilation_rate: list[int], groups: int,
                                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
-    dx, dkernel, dbias = _backend_module(backend, x).conv2d_transpose_backward(dy, x, kernel,
-                                                                               spec)
+                         groups, backend)
+    dx, dkernel, dbias = select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
     return dx.contiguous(memory_format=_memory_format(x)), dkernel.contiguous(), dbias.contiguous()
 
 
@@ -247,47 +236,39 @@ torch.library.register_vmap(conv2d_transpose_backward_op, _backward_vmap)
 
 
 def _onnx_conv_transpose(x, kernel, bias, spec: ConvTransposeSpec):
-    """The forward as one ONNX ``ConvTranspose``: its weight is torch's layout (in_channels,
-    filters // groups, kh, kw); Keras' crop is ``pads`` (TF crops the odd pixel at the end); an
-    output longer than the full convolution is ``output_padding``."""
+    """The forward as one ONNX ``ConvTranspose``. Its weight is torch's layout (in_channels,
+    filters // groups, kh, kw); Keras' crop of the full convolution is ``pads`` (TF crops the odd
+    pixel at the end), and an output longer than the full convolution is ``output_padding``."""
     channels_first = spec.data_format == "channels_first"
     x_nchw = x if channels_first else x.permute(0, 3, 1, 2)
-    pads_begin, pads_end, extra = [], [], []
-    for length, k, s, d, out, before in (
-            (spec.in_height, spec.kernel_height, spec.strides[0], spec.dilation_rate[0],
-             spec.out_height, spec.pad_top),
-            (spec.in_width, spec.kernel_width, spec.strides[1], spec.dilation_rate[1],
-             spec.out_width, spec.pad_left)):
+    pads_begin, pads_end, output_padding = [], [], []
+    for length, k, s, d, out, before in zip(spec.in_spatial, spec.kernel_size, spec.strides,
+                                             spec.dilation_rate, spec.out_spatial,
+                                             spec.pad_before):
         full = (length - 1) * s + (k - 1) * d + 1
-        padding_after = max(0, out + before - full)
+        extra = max(0, out + before - full)
         pads_begin.append(before)
-        pads_end.append(full + padding_after - out - before)
-        extra.append(padding_after)
+        pads_end.append(full + extra - out - before)
+        output_padding.append(extra)
     y = torch.onnx.ops.symbolic(
         "ConvTranspose", (x_nchw, kernel.permute(3, 2, 0, 1), bias),
-        dict(kernel_shape=[spec.kernel_height, spec.kernel_width], strides=list(spec.strides),
+        dict(kernel_shape=list(spec.kernel_size), strides=list(spec.strides),
              dilations=list(spec.dilation_rate), group=spec.groups, pads=pads_begin + pads_end,
-             output_padding=extra),
-        dtype=x.dtype, shape=(spec.batch, spec.filters, spec.out_height, spec.out_width),
-        version=11)
+             output_padding=output_padding),
+        dtype=x.dtype, shape=(spec.batch, spec.filters, *spec.out_spatial), version=11)
     return y if channels_first else y.permute(0, 2, 3, 1)
 
 
 # ------------------------------------------------------------------------------- the route
 
 
-def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, backend: str):
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """The forward on torch tensors: differentiable, traceable, exportable."""
     if torch.onnx.is_in_onnx_export():
         return _onnx_conv_transpose(x, kernel, bias, spec)
-    options = _options(spec, output_padding)
-    return _ConvTranspose.apply(x, kernel, bias, *(options[name] for name in _OPTION_NAMES[:-1]),
-                                backend)
+    return _ConvTranspose.apply(x, kernel, bias, *_op_options(spec))
 
 
-def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, output_padding,
-                              backend: str):
-    """The explicit backward on torch tensors, traceable."""
-    options = _options(spec, output_padding)
-    return _ConvTransposeBackward.apply(dy, x, kernel,
-                                        *(options[name] for name in _OPTION_NAMES[:-1]), backend)
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
+    """The explicit backward on torch tensors, differentiable and traceable."""
+    return _ConvTransposeBackward.apply(dy, x, kernel, *_op_options(spec))

@@ -186,3 +186,18 @@ def test_channels_last_in_channels_last_out_forward_and_gradients():
     expected = torch.autograd.grad(layer(x_plain), (x_plain, layer.kernel), dy.contiguous())
     torch.testing.assert_close(dx, expected[0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dkernel, expected[1], rtol=1e-12, atol=1e-12)
+
+
+def test_compile_fullgraph_of_an_inference_call_with_keras_configured_data_format(
+        tmp_path, monkeypatch):
+    """No input requires grad (Dynamo inlines the forward) and data_format=None (read from
+    keras.json, a file Dynamo cannot trace): one graph still, with the configured format."""
+    (tmp_path / "keras.json").write_text('{"image_data_format": "channels_first"}')
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    x, kernel, _ = _arrays(5)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: tconv.conv2d_transpose(x, kernel, strides=2),
+                             fullgraph=True, backend="aot_eager")
+    expected = reference.forward(x.permute(0, 2, 3, 1).numpy(), kernel.numpy(), strides=(2, 2))
+    torch.testing.assert_close(compiled(x), torch.from_numpy(expected).permute(0, 3, 1, 2),
+                               rtol=1e-12, atol=1e-12)

@@ -132,7 +132,11 @@ def _implementation(spec: ConvTransposeSpec, x, is_torch: bool):
 
 
 def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-          backend) -> ConvTransposeSpec:
+          backend, is_torch: bool) -> ConvTransposeSpec:
+    if data_format is None and is_torch:
+        from ._torch_op import configured_data_format
+
+        data_format = configured_data_format()
     if len(kernel.shape) != 4:
         raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
                          f"in_channels), got shape {tuple(kernel.shape)}")
@@ -172,7 +176,7 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     """
     is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend)
+                 backend, is_torch)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
@@ -191,7 +195,7 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     """
     is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend)
+                 backend, is_torch)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")

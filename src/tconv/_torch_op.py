@@ -31,11 +31,19 @@ from typing import Optional
 import torch
 
 from ._backends import select_backend
+from ._options import keras_image_data_format
 from ._spec import ConvTransposeSpec, make_spec
 
 # The custom ops' option arguments, in their order: the spec's options (ints, lists, strings).
 _OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilation_rate", "groups",
                  "backend")
+
+
+@torch.compiler.assume_constant_result
+def configured_data_format() -> str:
+    """Keras' configured ``image_data_format``. It is read from a file, which Dynamo cannot trace
+    (``open`` breaks the graph): torch.compile calls this eagerly and keeps the result."""
+    return keras_image_data_format()
 
 
 def _op_options(spec: ConvTransposeSpec) -> list:
@@ -151,9 +159,13 @@ class _ConvTranspose(torch.autograd.Function):
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward)
 
+    # Named parameters: Dynamo counts them to tell a setup_context-style forward from one that
+    # takes ctx.
     @staticmethod
-    def forward(*inputs):
-        return conv2d_transpose_op(*inputs)
+    def forward(x, kernel, bias, strides, padding, output_padding, data_format, dilation_rate,
+                groups, backend):
+        return conv2d_transpose_op(x, kernel, bias, strides, padding, output_padding, data_format,
+                                   dilation_rate, groups, backend)
 
 
 class _ConvTransposeBackward(torch.autograd.Function):
@@ -162,8 +174,10 @@ class _ConvTransposeBackward(torch.autograd.Function):
     backward = staticmethod(_backward_of_backward)
 
     @staticmethod
-    def forward(*inputs):
-        return conv2d_transpose_backward_op(*inputs)
+    def forward(dy, x, kernel, strides, padding, output_padding, data_format, dilation_rate,
+                groups, backend):
+        return conv2d_transpose_backward_op(dy, x, kernel, strides, padding, output_padding,
+                                            data_format, dilation_rate, groups, backend)
 
 
 conv2d_transpose_op.register_autograd(_backward, setup_context=_setup_context)

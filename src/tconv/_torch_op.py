@@ -19,7 +19,7 @@ forward did, hence it runs where the forward ran. Results keep the memory format
 (``channels_last`` in, ``channels_last`` out) as torch's convolutions do.
 
 Under ``torch.onnx.export`` the forward is emitted as one standard ONNX ``ConvTranspose`` node
-(Keras' asymmetric crop as its ``pads``), which every ONNX runtime runs.
+(Keras' asymmetric crop as its ``pads``), not as an opaque custom op that no runtime knows.
 
 Imported by the dispatcher only when the caller's arrays are torch tensors.
 """
@@ -269,7 +269,7 @@ def _onnx_conv_transpose(x, kernel, bias, spec: ConvTransposeSpec):
         dict(kernel_shape=list(spec.kernel_size), strides=list(spec.strides),
              dilations=list(spec.dilation_rate), group=spec.groups, pads=pads_begin + pads_end,
              output_padding=output_padding),
-        dtype=x.dtype, shape=(spec.batch, spec.filters, *spec.out_spatial), version=11)
+        dtype=x.dtype, shape=(spec.batch, spec.filters, *spec.out_spatial))
     return y if channels_first else y.permute(0, 2, 3, 1)
 
 

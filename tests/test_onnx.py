@@ -1,6 +1,7 @@
 """ONNX as torch users export it: ``torch.onnx.export`` of a model holding
 ``tconv.torch.Conv2DTranspose`` gives a standard ONNX graph (a ``ConvTranspose`` node, no custom
-domain) that onnxruntime runs to the eager result. A few cases cover both data formats, dilation,
+domain) that onnxruntime runs to the eager result, for any batch and image size when exported
+with dynamic sizes. A few cases cover both data formats, dilation,
 groups, 'same' with an odd overhang (asymmetric pads), 'valid' with an output longer than the full
 convolution, and an output_padding."""
 
@@ -29,20 +30,29 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_export_gives_a_standard_conv_transpose_that_onnxruntime_runs(case):
+    from torch.export import Dim
+
     x_shape, arguments = CASES[case]
     torch.manual_seed(0)
     model = torch.nn.Sequential(tconv_torch.Conv2DTranspose(**arguments), torch.nn.Tanh())
     with torch.no_grad():
         model[0].bias.normal_()
     model.eval()
-    x = torch.randn(x_shape)
-    program = torch.onnx.export(model, (x,), )
+    spatial_axes = (2, 3) if arguments["data_format"] == "channels_first" else (1, 2)
+    dynamic = {0: Dim("batch"), spatial_axes[0]: Dim("height"), spatial_axes[1]: Dim("width")}
+    program = torch.onnx.export(model, (torch.randn(x_shape),), dynamic_shapes=(dynamic,))
     graph = program.model_proto.graph
     assert "ConvTranspose" in [node.op_type for node in graph.node]
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
     session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
-    (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        expected = model(x).numpy()
-    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+    other_shape = list(x_shape)
+    other_shape[0] += 1
+    other_shape[spatial_axes[0]] += 2
+    other_shape[spatial_axes[1]] += 1
+    for shape in (x_shape, other_shape):
+        x = torch.randn(shape)
+        (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            expected = model(x).numpy()
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)

@@ -261,9 +261,12 @@ def _onnx_conv_transpose(x, kernel, bias, spec: ConvTransposeSpec):
                                              spec.pad_before):
         full = (length - 1) * s + (k - 1) * d + 1
         extra = max(0, out + before - full)
-        pads_begin.append(before)
-        pads_end.append(full + extra - out - before)
-        output_padding.append(extra)
+        # Attributes are ints. The crop depends on the kernel, stride, dilation and padding only,
+        # so with a symbolic length (dynamic shapes) these simplify to constants: int() adds no
+        # guard.
+        pads_begin.append(int(before))
+        pads_end.append(int(full + extra - out - before))
+        output_padding.append(int(extra))
     y = torch.onnx.ops.symbolic(
         "ConvTranspose", (x_nchw, kernel.permute(3, 2, 0, 1), bias),
         dict(kernel_shape=list(spec.kernel_size), strides=list(spec.strides),

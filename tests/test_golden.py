@@ -122,9 +122,9 @@ def test_backward_triton(triton_asarray, case):
 
 
 def test_every_refused_geometry_is_one_keras_cannot_shape():
-    """The manifest's refusals are TF's size check on 'same' with an explicit output_padding
+    """The manifest's refusals of the option grid are TF's size check on 'same' with an explicit output_padding
     (ceil(out / stride) != in), nothing else: no case was dropped for another reason."""
-    refused = manifest()["refused"]
+    refused = [entry for entry in manifest()["refused"] if entry["kind"] == "op"]
     assert refused
     for entry in refused:
         assert "Size of out_backprop doesn't match computed" in entry["error"], entry

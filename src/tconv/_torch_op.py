@@ -21,25 +21,35 @@ from ._spec import ConvTransposeSpec, make_spec
 
 
 def _op_arguments(spec: ConvTransposeSpec) -> dict:
-    """The spec's options as the custom ops' keyword arguments (ints, lists, strings)."""
-    return {name: list(value) if isinstance(value, tuple) else value
-            for name, value in spec.options.keywords().items()}
+    """The spec's options as the custom ops' keyword arguments (ints, lists, strings). Custom ops
+    take no nested lists: numeric padding travels flat as ``crops`` (before, after, before,
+    after...), ``padding`` then being "explicit"."""
+    arguments = {name: list(value) if isinstance(value, tuple) else value
+                 for name, value in spec.options.keywords().items()}
+    numeric = not isinstance(spec.padding, str)
+    arguments["padding"] = "explicit" if numeric else spec.padding
+    arguments["crops"] = [v for pair in spec.padding for v in pair] if numeric else None
+    return arguments
 
 
 def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                  groups, backend) -> ConvTransposeSpec:
+                  groups, backend, output_shape, crops) -> ConvTransposeSpec:
+    if padding == "explicit":
+        padding = tuple(zip(crops[::2], crops[1::2]))
     return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
                      output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend)
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)
 
 
 @torch.library.custom_op("tconv::conv2d_transpose", mutates_args=())
 def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[torch.Tensor],
                         strides: list[int], padding: str, output_padding: Optional[list[int]],
                         data_format: str, dilation_rate: list[int], groups: int,
-                        backend: str) -> torch.Tensor:
+                        backend: str, output_shape: Optional[list[int]] = None,
+                        crops: Optional[list[int]] = None) -> torch.Tensor:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     y = select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
     # Fake tensors are contiguous; the real output must have the strides compile planned for.
     return y.contiguous()
@@ -47,9 +57,9 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
 
 @conv2d_transpose_op.register_fake
 def _(x, kernel, bias, strides, padding, output_padding, data_format, dilation_rate, groups,
-      backend):
+      backend, output_shape=None, crops=None):
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     return x.new_empty(spec.output_shape)
 
 
@@ -57,24 +67,26 @@ def _(x, kernel, bias, strides, padding, output_padding, data_format, dilation_r
 def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
                                  strides: list[int], padding: str,
                                  output_padding: Optional[list[int]], data_format: str,
-                                 dilation_rate: list[int], groups: int,
-                                 backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                 dilation_rate: list[int], groups: int, backend: str,
+                                 output_shape: Optional[list[int]] = None,
+                                 crops: Optional[list[int]] = None,
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     gradients = select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
     return tuple(g.contiguous() for g in gradients)
 
 
 @conv2d_transpose_backward_op.register_fake
 def _(dy, x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-      backend):
+      backend, output_shape=None, crops=None):
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     return x.new_empty(x.shape), kernel.new_empty(kernel.shape), x.new_empty((spec.filters,))
 
 
 _OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilation_rate", "groups",
-                 "backend")
+                 "backend", "output_shape", "crops")
 
 
 def _setup_context(ctx, inputs, output):

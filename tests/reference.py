@@ -4,11 +4,11 @@ Keras' docs define the layer as the transpose of a convolution: every input pixe
 ``x[n, i, j, :] @ kernel[ky, kx].T`` onto output pixel ``(i*s + ky*d - pad_top, j*s + kx*d -
 pad_left)``; what lands outside the output is dropped. The output length is Keras'
 ``deconv_output_length``; the 'same' split is TensorFlow's (half the overhang before, rounded
-down). Explicit crops ``((top, bottom), (left, right))`` (PyTorch's and ``tf.nn``'s numeric padding)
-take ``top``/``left`` off the full scatter ``(L - 1)*s + k_eff`` before and ``bottom``/``right``
-after, then ``output_padding`` rows/columns (default 0) are added at the bottom/right; an explicit
-``output_shape`` replaces the output length and keeps the placement. Loops on purpose: slow and
-obvious, for tiny shapes only.
+down). Explicit crops ``((top, bottom), (left, right))`` (PyTorch's and ``tf.nn``'s numeric
+padding) take ``top``/``left`` off the start of the full scatter ``(L - 1)*s + k_eff`` and
+``bottom``/``right`` off its end, then ``output_padding`` rows/columns (default 0) are added at
+the bottom/right; an explicit ``output_shape`` replaces the output length and keeps the
+placement. Loops on purpose: slow and obvious, for tiny shapes only.
 """
 
 import numpy as np

@@ -1,7 +1,7 @@
 """tconv against the golden outputs TensorFlow/Keras computed (``tools/make_golden.py``).
 
-Every "op", "tutorial" and "tf_nn" case, forward and the three gradients, with the CPU backend on NumPy,
-array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
+Every "op", "tutorial" and "tf_nn" case, forward and the three gradients, with the CPU backend on
+NumPy, array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
 case), a fixed subset keeps the file's CI time in check. The Triton backend runs a fixed subset on
 torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
 """
@@ -126,7 +126,8 @@ def test_backward_triton(triton_asarray, case):
 
 
 def test_every_refused_geometry_is_one_keras_cannot_shape():
-    """The manifest's refusals of the option grid are TF's size check on 'same' with an explicit output_padding
+    """The manifest's refusals of the option grid are TF's size check on 'same' with an explicit
+    output_padding
     (ceil(out / stride) != in), nothing else: no case was dropped for another reason."""
     refused = [entry for entry in manifest()["refused"] if entry["kind"] == "op"]
     assert refused

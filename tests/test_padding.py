@@ -213,3 +213,20 @@ def test_bad_padding_and_output_shape_are_refused_naming_the_argument(no_compute
             call()
         for word in words:
             assert word in str(caught.value), (word, str(caught.value))
+
+
+def test_torch_custom_ops_carry_numeric_padding_and_output_shape():
+    """Custom ops take no nested lists: crops travel flat; schema, fake and autograd agree."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from tconv import _torch_op
+
+    def tensor(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    # input 3 x 4, kernel 3, strides (2, 1), crops ((1, 0), (0, 1)): heights 6-7, width 5
+    x, kernel, bias = tensor(2, 3, 4, 2), tensor(3, 3, 2, 2), tensor(2)
+    options = ([2, 1], "explicit", None, "channels_last", [1, 1], 1, "auto", [7, 5],
+               [1, 0, 0, 1])
+    torch.library.opcheck(_torch_op.conv2d_transpose_op, (x, kernel, bias, *options))
+    torch.library.opcheck(_torch_op.conv2d_transpose_backward_op,
+                          (tensor(2, 7, 5, 2), x, kernel, *options))

@@ -245,3 +245,23 @@ def test_functional_compiles_without_a_graph_break():
     for gradient, expected_gradient in zip(
             torch.autograd.grad(compiled(x, weight, bias), [x, weight, bias]), expected):
         torch.testing.assert_close(gradient, expected_gradient)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: the drop-ins' Triton path runs on a GPU")
+def test_dropins_run_the_triton_kernels_on_cuda(monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed")
+    from tconv import _triton
+
+    ran = []
+    for name in ("conv2d_transpose", "conv2d_transpose_backward"):
+        function = getattr(_triton, name)
+        monkeypatch.setattr(_triton, name, lambda *args, function=function, name=name: (
+            ran.append(name), function(*args))[1])
+    ours, theirs = _paired_modules(
+        lambda: torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                         groups=2, dilation=(1, 2)),
+        lambda: tconv_torch.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                            groups=2, dilation=(1, 2)))
+    _check_modules(ours.cuda(), theirs.cuda(), torch.randn(2, 4, 5, 6, dtype=DTYPE, device="cuda"))
+    assert ran == ["conv2d_transpose", "conv2d_transpose_backward"]

@@ -349,12 +349,13 @@ def tutorial_recipes() -> list[Recipe]:
     return recipes
 
 
-# --- tf.nn.conv2d_transpose: an explicit output_shape, explicit padding pairs ----------------------
+# --- tf.nn.conv2d_transpose: an explicit output_shape, explicit padding pairs ---------------
 
-# (batch, (h, w), in_channels, filters, kernel_size, strides, dilations, padding, data_format, dtype,
-# use_bias). padding is TF's "SAME"/"VALID" or explicit (top, bottom), (left, right) crops, which
-# TF spells [[0, 0], [t, b], [l, r], [0, 0]] (NHWC) or [[0, 0], [0, 0], [t, b], [l, r]] (NCHW).
-# Every output size TF admits is a case; dilation only at stride 1, as TF allows it.
+# (batch, (h, w), in_channels, filters, kernel_size, strides, dilations, padding, data_format,
+# dtype, use_bias). padding is TF's "SAME"/"VALID" or explicit (top, bottom), (left, right)
+# crops, which TF spells [[0, 0], [t, b], [l, r], [0, 0]] (NHWC) or [[0, 0], [0, 0], [t, b],
+# [l, r]] (NCHW). Every output size TF admits is a case; dilation only at stride 1, as TF
+# allows it.
 TF_NN_GEOMETRIES = [
     (2, (3, 4), 3, 2, (3, 3), (2, 2), (1, 1), "SAME", "NHWC", "float32", True),
     (1, (4, 3), 2, 3, (4, 3), (3, 2), (1, 1), "SAME", "NCHW", "float64", False),

@@ -48,7 +48,7 @@ def standardize_tuple(value, n: int, name: str, *, minimum: int) -> tuple[int, .
     return tuple(int(v) for v in items)
 
 
-def normalize_padding(padding, rank: int = 2):
+def normalize_padding(padding, rank: int):
     """Keras' ``"valid"`` or ``"same"`` (case-insensitive), or numeric padding: the rows and
     columns cropped off the full scatter ``(L - 1)*s + k_eff``, returned as one ``(before,
     after)`` pair per spatial axis. Numeric padding is an int (every side), ``rank`` ints (both

@@ -1,6 +1,6 @@
-"""Numeric padding (PyTorch's int or (ph, pw); TF's and JAX's explicit ((top, bottom), (left,
-right)) crops) and ``output_shape=`` (``tf.nn.conv2d_transpose``'s), against the float64 reference
-and torch's own op; their errors. TF's own cases are the golden "tf_nn" kind (test_golden.py)."""
+"""Numeric padding (PyTorch's int or (ph, pw); TF's explicit ((top, bottom), (left, right))
+crops) and ``output_shape=`` (``tf.nn.conv2d_transpose``'s), against the float64 reference, torch's
+own op and JAX's; their errors. TF's own cases are the golden "tf_nn" kind (test_golden.py)."""
 
 import numpy as np
 import pytest
@@ -120,6 +120,26 @@ def test_numeric_padding_follows_torch_conv_transpose2d(strides, dilation, paddi
                                padding=padding, output_padding=output_padding,
                                dilation_rate=dilation, groups=2, data_format="channels_first")
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("jax_padding", [((2, 2), (4, 4)), ((1, 0), (3, 1)), ((0, 2), (1, 0))])
+def test_jax_conv_transpose_padding_is_the_complementary_crop(jax_padding):
+    """jax.lax.conv_transpose pads the stride-dilated input: (lo, hi) is the crop (k_eff - 1 - lo,
+    k_eff - 1 - hi), as the README says."""
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(4)
+    x, kernel, _ = _arrays(rng, (2, 3, 4, 2), (3, 3, 5, 2))
+    strides, dilation = (2, 1), (1, 2)
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]
+    crops = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(k_eff, jax_padding))
+    # transpose_kernel=True: the kernel is the forward convolution's (HWIO with I = filters),
+    # which is tconv's (kh, kw, filters, in_channels).
+    expected = jax.lax.conv_transpose(x, kernel, strides, jax_padding, rhs_dilation=dilation,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      transpose_kernel=True)
+    y = tconv.conv2d_transpose(x, kernel, strides=strides, padding=crops, dilation_rate=dilation)
+    _assert_close(y, np.asarray(expected))
 
 
 def test_output_padding_rows_are_appended_at_the_bottom_right():

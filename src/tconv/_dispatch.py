@@ -161,7 +161,9 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
             TensorFlow); or numeric, the rows and columns cropped off the full output ``(H - 1)
             * stride + dilation * (kernel_h - 1) + 1`` (and likewise along the width): an int
             or ``(ph, pw)``, cropped from both sides as torch's ``padding``, or explicit
-            ``((top, bottom), (left, right))`` as ``tf.nn.conv2d_transpose`` and JAX take it.
+            ``((top, bottom), (left, right))`` as ``tf.nn.conv2d_transpose`` takes it (JAX's
+            ``lax.conv_transpose`` pair ``(lo, hi)`` pads instead: it is the crop ``(k_eff - 1
+            - lo, k_eff - 1 - hi)``, ``k_eff = dilation * (kernel - 1) + 1``).
         output_padding: None, or int / 2-tuple of ints ``>= 0``, rows/columns added at the
             bottom/right: lower than the stride with ``"valid"``/``"same"`` (Keras' rule, None
             being Keras' default size), lower than ``max(stride, dilation)`` with numeric

@@ -53,7 +53,7 @@ def normalize_padding(padding, rank: int):
     columns cropped off the full scatter ``(L - 1)*s + k_eff``, returned as one ``(before,
     after)`` pair per spatial axis. Numeric padding is an int (every side), ``rank`` ints (both
     sides of each axis, as torch's ``padding``) or ``rank`` ``(before, after)`` pairs (as the
-    explicit padding of ``tf.nn.conv2d_transpose`` and ``jax.lax.conv_transpose``)."""
+    explicit padding of ``tf.nn.conv2d_transpose``)."""
     if isinstance(padding, str):
         lowered = padding.lower()
         if lowered not in PADDINGS:

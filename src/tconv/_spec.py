@@ -17,7 +17,7 @@ stride ``s``, dilation ``d`` and effective kernel size ``k_eff = k + (k - 1) * (
 - placement: input pixel ``i`` and kernel tap ``t`` land on output ``i*s + t*d - pad_before``,
   ``pad_before = max(0, (L - 1)*s + k_eff - O) // 2``; what falls outside ``[0, O)`` is dropped.
 
-Numeric padding (torch's, and the explicit padding of ``tf.nn`` and JAX) crops ``(before,
+Numeric padding (torch's, and the explicit padding of ``tf.nn``) crops ``(before,
 after)`` off the full scatter ``F = (L - 1)*s + k_eff``: ``O = F - before - after + op`` (``op``
 from 0, below ``max(s, d)``, rows added at the end, as torch), ``pad_before = before``.
 

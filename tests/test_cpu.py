@@ -127,22 +127,17 @@ def test_functional_pieces_match_reference(xp, taps_outermost, piece, g):
 def _check_pieces_and_layout(xp, taps_outermost, piece, g):
     x, kernel, bias, options = _case(g)
     fmt = options["data_format"]
-    whole_pieces = _cpu._input_pieces
-
-    def pieces(spec, bytes_per_pixel, budget):
-        per_image = bytes_per_pixel * spec.in_height * spec.in_width
-        return whole_pieces(spec, bytes_per_pixel, 1 if piece == "row" else per_image)
-
     x_, kernel_ = xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel)
+    spec = tconv.make_spec(x_.shape, kernel.shape, **options)
+    rows, width = g["size"]
+    tuning = _cpu.Tuning(piece_pixels=1 if piece == "row" else rows * width,
+                         taps_outermost=taps_outermost)
     expected_y = reference.forward(x, kernel, bias, **_ref_options(options))
     dy = np.random.default_rng(1).standard_normal(expected_y.shape)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_cpu, "_input_pieces", pieces)
-        patch.setattr(_cpu, "_taps_outermost", lambda xp, spec: taps_outermost)
-        y = tconv.conv2d_transpose(x_, kernel_, None if bias is None else xp.asarray(bias),
-                                   backend="cpu", **options)
-        grads = tconv.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)), x_, kernel_,
-                                                backend="cpu", **options)
+    y = _cpu.conv2d_transpose(x_, kernel_, None if bias is None else xp.asarray(bias), spec,
+                              tuning=tuning)
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)), x_, kernel_, spec,
+                                           tuning=tuning)
     np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected_y, rtol=1e-10, atol=1e-10)
     ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
     for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):

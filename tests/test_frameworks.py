@@ -133,7 +133,7 @@ def test_torch_opcheck_fake_schema_and_autograd_registration(torch):
     x, kernel, bias = _case((CASES[0][0], CASES[0][1]), seed=4)
     args = (torch.tensor(x, requires_grad=True), torch.tensor(kernel, requires_grad=True),
             torch.tensor(bias, requires_grad=True), [2, 1], "same", None, "channels_last", [1, 1],
-            1, "auto")
+            1, "auto", None, None)
     torch.library.opcheck(_torch_op.conv2d_transpose_op, args)
     dy = torch.randn(2, 6, 4, 3, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(_torch_op.conv2d_transpose_backward_op, (dy,) + args[:2] + args[3:])

@@ -132,7 +132,7 @@ def _implementation(spec: ConvTransposeSpec, x, is_torch: bool):
 
 
 def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-          backend, is_torch: bool) -> ConvTransposeSpec:
+          backend, output_shape, is_torch: bool) -> ConvTransposeSpec:
     if data_format is None and is_torch:
         from ._torch_op import configured_data_format
 
@@ -142,12 +142,14 @@ def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rat
                          f"in_channels), got shape {tuple(kernel.shape)}")
     options = validate_options(2, strides=strides, padding=padding,
                                output_padding=output_padding, data_format=data_format,
-                               dilation_rate=dilation_rate, groups=groups, backend=backend)
+                               dilation_rate=dilation_rate, groups=groups, backend=backend,
+                               output_shape=output_shape)
     return spec_for(options, x.shape, kernel.shape)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto"):
+                     data_format=None, dilation_rate=1, groups=1, backend="auto",
+                     output_shape=None):
     """Keras ``Conv2DTranspose`` as a function: the transposed 2D convolution of ``x``.
 
     Args:
@@ -159,13 +161,26 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
         bias: ``(filters,)`` or None.
         strides, dilation_rate: int or 2-tuple of positive ints. Unlike Keras, dilation may be
             combined with a stride > 1.
-        padding: ``"valid"`` or ``"same"``, case-insensitive; ``"same"`` splits as TensorFlow.
-        output_padding: None, or int / 2-tuple of ints ``>= 0`` and lower than the stride.
+        padding: ``"valid"`` or ``"same"``, case-insensitive, as Keras (``"same"`` splits as
+            TensorFlow); or numeric, the rows and columns cropped off the full output ``(H - 1)
+            * stride + dilation * (kernel_h - 1) + 1`` (and likewise along the width): an int
+            or ``(ph, pw)``, cropped from both sides as torch's ``padding``, or explicit
+            ``((top, bottom), (left, right))`` as ``tf.nn.conv2d_transpose`` takes it (JAX's
+            ``lax.conv_transpose`` pair ``(lo, hi)`` pads instead: it is the crop ``(k_eff - 1
+            - lo, k_eff - 1 - hi)``, ``k_eff = dilation * (kernel - 1) + 1``).
+        output_padding: None, or int / 2-tuple of ints ``>= 0``, rows/columns added at the
+            bottom/right: lower than the stride with ``"valid"``/``"same"`` (Keras' rule, None
+            being Keras' default size), lower than ``max(stride, dilation)`` with numeric
+            padding (torch's rule, None meaning 0).
         data_format: ``"channels_last"``, ``"channels_first"``, or None for Keras' configured
             ``image_data_format`` (``$KERAS_HOME/keras.json``, else ``channels_last``).
         groups: int dividing the input channels (channel group ``g`` of ``x`` feeds filter group
             ``g``), as in PyTorch.
         backend: ``"auto"``, ``"cpu"`` or ``"triton"``.
+        output_shape: None, or the output's ``(H, W)`` as ``tf.nn.conv2d_transpose`` takes it:
+            any size whose forward convolution gives back the input's size (``"same"``: ``(H -
+            1) * stride + 1`` to ``H * stride``; otherwise the smallest output and the ``stride
+            - 1`` sizes above it), extra rows at the bottom/right. Not with ``output_padding``.
 
     Returns:
         The output, of the caller's namespace, device and dtype (half precision accumulates in
@@ -176,7 +191,7 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     """
     is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend, is_torch)
+                 backend, output_shape, is_torch)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
@@ -186,7 +201,8 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                              data_format=None, dilation_rate=1, groups=1, backend="auto"):
+                              data_format=None, dilation_rate=1, groups=1, backend="auto",
+                              output_shape=None):
     """Gradients of :func:`conv2d_transpose` for an upstream gradient ``dy``.
 
     Takes the forward's arguments (no bias: its gradient does not depend on it) and returns
@@ -195,7 +211,7 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     """
     is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
     spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend, is_torch)
+                 backend, output_shape, is_torch)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")

@@ -35,8 +35,10 @@ from ._options import keras_image_data_format
 from ._spec import ConvTransposeSpec, make_spec
 
 # The custom ops' option arguments, in their order: the spec's options (ints, lists, strings).
+# Custom ops take no nested lists: numeric padding travels flat as ``crops`` (before, after,
+# before, after...), ``padding`` then being "explicit".
 _OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilation_rate", "groups",
-                 "backend")
+                 "backend", "output_shape", "crops")
 
 
 @torch.compiler.assume_constant_result
@@ -48,15 +50,21 @@ def configured_data_format() -> str:
 
 def _op_options(spec: ConvTransposeSpec) -> list:
     keywords = spec.options.keywords()
+    numeric = not isinstance(spec.padding, str)
+    keywords["padding"] = "explicit" if numeric else spec.padding
+    keywords["crops"] = [v for pair in spec.padding for v in pair] if numeric else None
     return [list(keywords[name]) if isinstance(keywords[name], tuple) else keywords[name]
             for name in _OPTION_NAMES]
 
 
 def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                  groups, backend) -> ConvTransposeSpec:
+                  groups, backend, output_shape, crops) -> ConvTransposeSpec:
+    if padding == "explicit":
+        padding = tuple(zip(crops[::2], crops[1::2]))
     return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
                      output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend)
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -78,9 +86,10 @@ def _empty(shape, like: torch.Tensor, memory_format=torch.contiguous_format) -> 
 def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[torch.Tensor],
                         strides: list[int], padding: str, output_padding: Optional[list[int]],
                         data_format: str, dilation_rate: list[int], groups: int,
-                        backend: str) -> torch.Tensor:
+                        backend: str, output_shape: Optional[list[int]],
+                        crops: Optional[list[int]]) -> torch.Tensor:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     y = select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
     # The real output must have the strides the fake one promised to compile.
     return y.contiguous(memory_format=_memory_format(x))
@@ -95,10 +104,11 @@ def _(x, kernel, bias, *options):
 def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
                                  strides: list[int], padding: str,
                                  output_padding: Optional[list[int]], data_format: str,
-                                 dilation_rate: list[int], groups: int,
-                                 backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                 dilation_rate: list[int], groups: int, backend: str,
+                                 output_shape: Optional[list[int]], crops: Optional[list[int]],
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups, backend)
+                         groups, backend, output_shape, crops)
     dx, dkernel, dbias = select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
     return dx.contiguous(memory_format=_memory_format(x)), dkernel.contiguous(), dbias.contiguous()
 
@@ -163,9 +173,9 @@ class _ConvTranspose(torch.autograd.Function):
     # takes ctx.
     @staticmethod
     def forward(x, kernel, bias, strides, padding, output_padding, data_format, dilation_rate,
-                groups, backend):
+                groups, backend, output_shape, crops):
         return conv2d_transpose_op(x, kernel, bias, strides, padding, output_padding, data_format,
-                                   dilation_rate, groups, backend)
+                                   dilation_rate, groups, backend, output_shape, crops)
 
 
 class _ConvTransposeBackward(torch.autograd.Function):
@@ -175,9 +185,10 @@ class _ConvTransposeBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(dy, x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                groups, backend):
+                groups, backend, output_shape, crops):
         return conv2d_transpose_backward_op(dy, x, kernel, strides, padding, output_padding,
-                                            data_format, dilation_rate, groups, backend)
+                                            data_format, dilation_rate, groups, backend,
+                                            output_shape, crops)
 
 
 conv2d_transpose_op.register_autograd(_backward, setup_context=_setup_context)
@@ -208,14 +219,15 @@ def _channel_axis(data_format: str) -> int:
 
 
 def _forward_vmap(info, in_dims, x, kernel, bias, strides, padding, output_padding, data_format,
-                  dilation_rate, groups, backend):
+                  dilation_rate, groups, backend, output_shape, crops):
     options = (strides, padding, output_padding, data_format, dilation_rate)
+    tail = (backend, output_shape, crops)
     x_dim, kernel_dim, bias_dim = in_dims[:3]
     size = info.batch_size
     if kernel_dim is None and bias_dim is None:
         # Shared parameters: the examples are more images of one batch.
         y = conv2d_transpose_op(x.movedim(x_dim, 0).flatten(0, 1), kernel, bias, *options, groups,
-                                backend)
+                                *tail)
         return y.unflatten(0, (size, -1)), 0
     # Per-example parameters: example b is channel group b of one grouped convolution (its
     # channels, kernel and bias side by side), so one call still does all the examples.
@@ -224,20 +236,21 @@ def _forward_vmap(info, in_dims, x, kernel, bias, strides, padding, output_paddi
         bias = _fold_into_channels(bias, bias_dim, size, 0)
     y = conv2d_transpose_op(_fold_into_channels(x, x_dim, size, axis),
                             _fold_into_channels(kernel, kernel_dim, size, 3), bias, *options,
-                            groups * size, backend)
+                            groups * size, *tail)
     return _unfold_from_channels(y, size, axis), 0
 
 
 def _backward_vmap(info, in_dims, dy, x, kernel, strides, padding, output_padding, data_format,
-                   dilation_rate, groups, backend):
+                   dilation_rate, groups, backend, output_shape, crops):
     # dkernel and dbias are per example whenever dy or x is: always the grouped form.
     options = (strides, padding, output_padding, data_format, dilation_rate)
+    tail = (backend, output_shape, crops)
     size = info.batch_size
     axis = _channel_axis(data_format)
     dy_dim, x_dim, kernel_dim = in_dims[:3]
     dx, dkernel, dbias = conv2d_transpose_backward_op(
         _fold_into_channels(dy, dy_dim, size, axis), _fold_into_channels(x, x_dim, size, axis),
-        _fold_into_channels(kernel, kernel_dim, size, 3), *options, groups * size, backend)
+        _fold_into_channels(kernel, kernel_dim, size, 3), *options, groups * size, *tail)
     return ((_unfold_from_channels(dx, size, axis), _unfold_from_channels(dkernel, size, 3),
              _unfold_from_channels(dbias, size, 0)), (0, 0, 0))
 

@@ -1,9 +1,9 @@
 """ONNX as torch users export it: ``torch.onnx.export`` of a model holding
-``tconv.torch.Conv2DTranspose`` gives a standard ONNX graph (a ``ConvTranspose`` node, no custom
-domain) that onnxruntime runs to the eager result, for any batch and image size when exported
-with dynamic sizes. A few cases cover both data formats, dilation,
-groups, 'same' with an odd overhang (asymmetric pads), 'valid' with an output longer than the full
-convolution, and an output_padding."""
+``tconv.torch.Conv2DTranspose`` (or the drop-in ``tconv.torch.ConvTranspose2d``) gives a standard
+ONNX graph (a ``ConvTranspose`` node, no custom domain) that onnxruntime runs to the eager result,
+for any batch and image size when exported with dynamic sizes. A few cases cover both data
+formats, dilation, groups, 'same' with an odd overhang (asymmetric pads), 'valid' with an output
+longer than the full convolution, output_padding, and torch's numeric padding."""
 
 import numpy as np
 import pytest
@@ -28,17 +28,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_export_gives_a_standard_conv_transpose_that_onnxruntime_runs(case):
+def _export_and_run(layer, x_shape, spatial_axes):
+    """Export ``layer`` (then tanh) with dynamic batch, height and width; check the graph is
+    standard ONNX with a ConvTranspose; run it in onnxruntime on ``x_shape`` and on a larger
+    shape against eager torch."""
     from torch.export import Dim
 
-    x_shape, arguments = CASES[case]
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(tconv_torch.Conv2DTranspose(**arguments), torch.nn.Tanh())
-    with torch.no_grad():
-        model[0].bias.normal_()
-    model.eval()
-    spatial_axes = (2, 3) if arguments["data_format"] == "channels_first" else (1, 2)
+    model = torch.nn.Sequential(layer, torch.nn.Tanh()).eval()
     dynamic = {0: Dim("batch"), spatial_axes[0]: Dim("height"), spatial_axes[1]: Dim("width")}
     program = torch.onnx.export(model, (torch.randn(x_shape),), dynamic_shapes=(dynamic,))
     graph = program.model_proto.graph
@@ -56,3 +52,21 @@ def test_export_gives_a_standard_conv_transpose_that_onnxruntime_runs(case):
         with torch.no_grad():
             expected = model(x).numpy()
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_export_gives_a_standard_conv_transpose_that_onnxruntime_runs(case):
+    x_shape, arguments = CASES[case]
+    torch.manual_seed(0)
+    layer = tconv_torch.Conv2DTranspose(**arguments)
+    with torch.no_grad():
+        layer.bias.normal_()
+    spatial_axes = (2, 3) if arguments["data_format"] == "channels_first" else (1, 2)
+    _export_and_run(layer, x_shape, spatial_axes)
+
+
+def test_export_of_the_torch_drop_in_with_numeric_padding():
+    torch.manual_seed(1)
+    layer = tconv_torch.ConvTranspose2d(4, 6, 3, stride=2, padding=(1, 2), output_padding=1,
+                                        groups=2, dilation=(1, 2))
+    _export_and_run(layer, (2, 4, 5, 6), (2, 3))

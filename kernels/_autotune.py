@@ -1,8 +1,10 @@
 """Autotuning of the implicit-GEMM kernels: the candidate tiles, the pruning, the decorator.
 
 Every GEMM kernel here names its tile ``BLOCK_M x BLOCK_N`` (output) by ``BLOCK_K`` (reduction),
-and receives its GEMM extents as the arguments ``GEMM_M``, ``GEMM_N``, ``GEMM_K`` and its operand
-dtype through ``ACC`` (float64 runs the multiply-accumulate path, everything else ``tl.dot``).
+and receives its GEMM extents as the arguments ``GEMM_M``, ``GEMM_N``, ``GEMM_K``, its
+accumulator through ``ACC`` (float64 runs the multiply-accumulate path, everything else
+``tl.dot``) and its float32 product precision through ``INPUT_PRECISION``. Why these tiles and
+limits: CONTRIBUTING.md, "Tuning notes".
 
 Under ``TRITON_INTERPRET=1`` there is no driver to time configs on (``triton.autotune`` with more
 than one config fails with "0 active drivers"), so one small fixed tile is used: it also makes
@@ -28,9 +30,14 @@ if INTERPRETED != bool(triton.knobs.runtime.interpret):
         "import of triton (torch may import triton, e.g. when a torch custom op is registered)"
     )
 
-# Tensor-core tiles (fp16, bf16, fp32), as the Triton matmul tutorial tunes them for Hopper.
-_DOT_TILES = [
-    # BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps
+
+def _config(block_m, block_n, block_k, num_stages, num_warps):
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k,
+                          "GROUP_M": 8}, num_stages=num_stages, num_warps=num_warps)
+
+
+# Tensor-core tiles (fp16, bf16, fp32), (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps).
+DOT_CONFIGS = [_config(*tile) for tile in [
     (128, 128, 64, 3, 8),
     (128, 128, 32, 4, 8),
     (128, 64, 32, 4, 4),
@@ -41,26 +48,20 @@ _DOT_TILES = [
     (64, 32, 32, 5, 2),
     (32, 64, 32, 5, 2),
     (32, 32, 32, 5, 2),
-]
+]]
 # float64 has no tensor-core tl.dot here: a broadcast multiply-accumulate over a thin K slice.
-_FMA_TILES = [
+FMA_CONFIGS = [_config(*tile) for tile in [
     (64, 64, 8, 2, 8),
     (64, 32, 8, 2, 4),
     (32, 32, 8, 2, 4),
-]
+]]
+INTERPRETER_CONFIG = _config(32, 16, 16, 1, 4)
+GEMM_CONFIGS = [INTERPRETER_CONFIG] if INTERPRETED else DOT_CONFIGS + FMA_CONFIGS
+
 # Shared memory a config may stage (H100 allows 227 KiB per block; keep room for the epilogue).
 _SHARED_MEMORY_BUDGET = 160 * 1024
-
-
-def _config(block_m, block_n, block_k, num_stages, num_warps):
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k,
-                          "GROUP_M": 8}, num_stages=num_stages, num_warps=num_warps)
-
-
-if INTERPRETED:
-    GEMM_CONFIGS = [_config(32, 16, 16, 1, 4)]
-else:
-    GEMM_CONFIGS = [_config(*tile) for tile in _DOT_TILES + _FMA_TILES]
+# What every GEMM kernel is tuned per (triton adds the argument dtypes itself).
+_GEMM_KEY = ("GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W", "INPUT_PRECISION")
 
 
 def _fits(extent: int, block: int, smallest: int) -> bool:
@@ -69,19 +70,21 @@ def _fits(extent: int, block: int, smallest: int) -> bool:
     return block == smallest or block < 2 * triton.next_power_of_2(extent)
 
 
+def _argument(named_args, kwargs, name):
+    return named_args.get(name, kwargs.get(name))
+
+
 def prune_gemm_configs(configs, named_args, **kwargs):
     """Keep the configs of the operand dtype's path whose tiles fit the GEMM and shared memory."""
-    fma = named_args.get("ACC", kwargs.get("ACC")) == tl.float64
+    path = FMA_CONFIGS if _argument(named_args, kwargs, "ACC") == tl.float64 else DOT_CONFIGS
     element_bytes = next(arg.element_size() for arg in named_args.values()
                          if hasattr(arg, "element_size"))
-    candidates = [c for c in configs if (c.kwargs["BLOCK_K"] <= 8) == fma] or configs
-    extents = {name: named_args.get(name, kwargs.get(name)) for name in ("GEMM_M", "GEMM_N",
-                                                                          "GEMM_K")}
+    candidates = [c for c in configs if c in path] or configs
+    extents = {axis: _argument(named_args, kwargs, f"GEMM_{axis}") for axis in "MNK"}
     smallest = {axis: min(c.kwargs[f"BLOCK_{axis}"] for c in candidates) for axis in "MNK"}
     kept = [
         c for c in candidates
-        if all(_fits(extents[f"GEMM_{axis}"], c.kwargs[f"BLOCK_{axis}"], smallest[axis])
-               for axis in "MNK")
+        if all(_fits(extents[axis], c.kwargs[f"BLOCK_{axis}"], smallest[axis]) for axis in "MNK")
         and (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) * c.kwargs["BLOCK_K"] * element_bytes
         * max(c.num_stages, 1) <= _SHARED_MEMORY_BUDGET
     ]
@@ -92,9 +95,10 @@ def supports_disk_cache() -> bool:
     return "cache_results" in inspect.signature(triton.autotune).parameters
 
 
-def autotune_gemm(key):
-    """``triton.autotune`` over :data:`GEMM_CONFIGS`, pruned, keyed on ``key`` (the operand
-    dtypes are part of every key), results cached on disk where this triton can."""
+def autotune_gemm(*extra_key: str):
+    """``triton.autotune`` over :data:`GEMM_CONFIGS`, pruned, keyed on the GEMM geometry and
+    ``extra_key`` (the operand dtypes are part of every key), results cached on disk where this
+    triton can."""
     options = {"cache_results": True} if supports_disk_cache() else {}
-    return triton.autotune(configs=GEMM_CONFIGS, key=list(key),
+    return triton.autotune(configs=GEMM_CONFIGS, key=[*_GEMM_KEY, *extra_key],
                            prune_configs_by={"early_config_prune": prune_gemm_configs}, **options)

@@ -211,7 +211,7 @@ def test_auto_backend_keeps_cpu_tensors_on_the_cpu_path():
 
 
 def test_config_pruning_keeps_the_dtype_path_and_fitting_tiles():
-    configs = [_autotune._config(*tile) for tile in _autotune._DOT_TILES + _autotune._FMA_TILES]
+    configs = _autotune.DOT_CONFIGS + _autotune.FMA_CONFIGS
     float16, float32, float64 = (torch.empty(0, dtype=d)
                                  for d in (torch.float16, torch.float32, torch.float64))
 
@@ -225,10 +225,10 @@ def test_config_pruning_keeps_the_dtype_path_and_fitting_tiles():
     kept = prune(float64, triton.language.float64, 40, 3, 5)
     assert kept and all(c.kwargs["BLOCK_K"] == 8 for c in kept)
     assert len(prune(float16, triton.language.float32, 8192, 256, 256)) == len(
-        _autotune._DOT_TILES)
+        _autotune.DOT_CONFIGS)
     # fp32 128x128x64 tiles, 3 stages deep, need 192 KiB of shared memory
     assert len(prune(float32, triton.language.float32, 8192, 256, 256)) == len(
-        _autotune._DOT_TILES) - 1
+        _autotune.DOT_CONFIGS) - 1
 
 
 def test_strided_views_are_read_through_their_strides():

@@ -3,13 +3,11 @@ caller's namespace. Data flows one way: API -> spec -> dispatch -> (cpu | triton
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import array_api_compat
 
-from . import _cpu
-from ._spec import make_spec, normalize_backend
+from ._backends import select_backend
+from ._options import validate_options
+from ._spec import ConvTransposeSpec, spec_for
 
 
 def _namespace(**arrays):
@@ -50,39 +48,15 @@ def _check_arrays(xp, reference_name: str, **arrays):
                              f"got {array_api_compat.device(array)}")
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def _select_backend(backend: str, x):
-    """``"auto"`` runs the Triton kernels on CUDA torch tensors when triton is installed, the
-    array-API path otherwise; ``"triton"`` never falls back."""
-    backend = normalize_backend(backend)
-    triton_installed = _triton_installed()
-    if backend == "auto":
-        on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
-        backend = "triton" if on_cuda and triton_installed else "cpu"
-    if backend == "triton":
-        if not triton_installed:
-            raise ValueError("backend='triton' is not available: the triton package is not "
-                             "installed (pip install tconv[triton]); use backend='cpu' or 'auto'")
-        from . import _triton
-
-        return _triton
-    return _cpu
-
-
-def _framework_route(backend: str, x):
-    """The front end for arrays that need more than the array API, or None.
+def _framework_route(x):
+    """The route module for arrays that need more than the array API, else the backend module.
 
     torch tensors go through a ``torch.library`` custom op (autograd, ``torch.compile``), Dask
     arrays through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
-    views onto the GPU backend. Each route module exposes ``conv2d_transpose(x, kernel, bias, spec,
-    output_padding, backend)`` and ``conv2d_transpose_backward(dy, x, kernel, spec, output_padding,
-    backend)``, and is imported only when the caller's arrays come from its framework.
+    views onto the GPU backend. Routes and backends share one signature, ``conv2d_transpose(x,
+    kernel, bias, spec)`` and ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is
+    imported only when the caller's arrays come from its framework.
     """
-    backend = normalize_backend(backend)  # a lazy route (Dask) must not defer this error
     if array_api_compat.is_torch_array(x):
         from . import _torch_op
 
@@ -91,18 +65,31 @@ def _framework_route(backend: str, x):
         from . import _dask
 
         return _dask
-    if backend != "cpu" and (array_api_compat.is_cupy_array(x)
-                             or array_api_compat.is_jax_array(x)):
-        from . import _interop
-
-        return _interop if _interop.is_foreign_gpu_array(x) else None
     return None
 
 
-def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups):
-    return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups)
+def _implementation(spec: ConvTransposeSpec, x):
+    route = _framework_route(x)
+    if route is not None:
+        return route
+    if spec.backend != "cpu" and (array_api_compat.is_cupy_array(x)
+                                  or array_api_compat.is_jax_array(x)):
+        from . import _interop
+
+        if _interop.is_foreign_gpu_array(x):
+            return _interop
+    return select_backend(spec.backend, x)
+
+
+def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+          backend) -> ConvTransposeSpec:
+    if len(kernel.shape) != 4:
+        raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
+                         f"in_channels), got shape {tuple(kernel.shape)}")
+    options = validate_options(2, strides=strides, padding=padding,
+                               output_padding=output_padding, data_format=data_format,
+                               dilation_rate=dilation_rate, groups=groups, backend=backend)
+    return spec_for(options, x.shape, kernel.shape)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
@@ -135,14 +122,12 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     """
     xp = _namespace(x=x, kernel=kernel, bias=bias)
     _check_arrays(xp, "x", x=x, kernel=kernel, bias=bias)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
-    route = _framework_route(backend, x)
-    if route is not None:
-        return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
+    return _implementation(spec, x).conv2d_transpose(x, kernel, bias, spec)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
@@ -155,14 +140,12 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     """
     xp = _namespace(dy=dy, x=x, kernel=kernel)
     _check_arrays(xp, "x", x=x, kernel=kernel, dy=dy)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
-    route = _framework_route(backend, x)
-    if route is not None:
-        return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
+    return _implementation(spec, x).conv2d_transpose_backward(dy, x, kernel, spec)
 
 
 

@@ -16,31 +16,21 @@ from typing import Optional
 
 import torch
 
-from ._spec import ConvTransposeSpec, _pair, make_spec
+from ._backends import select_backend
+from ._spec import ConvTransposeSpec, make_spec
 
 
-def _options(spec: ConvTransposeSpec, output_padding) -> dict:
-    """The custom op's keyword arguments that rebuild ``spec``; ``output_padding`` is the
-    caller's, which ``spec`` resolved into its output size but does not keep."""
-    if output_padding is not None:
-        output_padding = list(_pair(output_padding, "output_padding", minimum=0))
-    return dict(
-        strides=list(spec.strides), padding=spec.padding, output_padding=output_padding,
-        data_format=spec.data_format, dilation_rate=list(spec.dilation_rate), groups=spec.groups,
-    )
+def _op_arguments(spec: ConvTransposeSpec) -> dict:
+    """The spec's options as the custom ops' keyword arguments (ints, lists, strings)."""
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in spec.options.keywords().items()}
 
 
 def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                  groups) -> ConvTransposeSpec:
+                  groups, backend) -> ConvTransposeSpec:
     return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
                      output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups)
-
-
-def _backend_module(backend: str, x):
-    from ._dispatch import _select_backend  # the dispatcher imports this module lazily
-
-    return _select_backend(backend, x)
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)
 
 
 @torch.library.custom_op("tconv::conv2d_transpose", mutates_args=())
@@ -49,8 +39,8 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
                         data_format: str, dilation_rate: list[int], groups: int,
                         backend: str) -> torch.Tensor:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
-    y = _backend_module(backend, x).conv2d_transpose(x, kernel, bias, spec)
+                         groups, backend)
+    y = select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
     # Fake tensors are contiguous; the real output must have the strides compile planned for.
     return y.contiguous()
 
@@ -59,7 +49,7 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
 def _(x, kernel, bias, strides, padding, output_padding, data_format, dilation_rate, groups,
       backend):
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
+                         groups, backend)
     return x.new_empty(spec.output_shape)
 
 
@@ -70,9 +60,8 @@ def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torc
                                  dilation_rate: list[int], groups: int,
                                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
-    gradients = _backend_module(backend, x).conv2d_transpose_backward(dy, x, kernel,
-                                                                      spec)
+                         groups, backend)
+    gradients = select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
     return tuple(g.contiguous() for g in gradients)
 
 
@@ -80,7 +69,7 @@ def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torc
 def _(dy, x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
       backend):
     spec = _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate,
-                         groups)
+                         groups, backend)
     return x.new_empty(x.shape), kernel.new_empty(kernel.shape), x.new_empty((spec.filters,))
 
 
@@ -129,13 +118,11 @@ conv2d_transpose_backward_op.register_autograd(_backward_of_backward,
                                                setup_context=_setup_backward_context)
 
 
-def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, backend: str):
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """The forward on torch tensors, differentiable and traceable."""
-    return conv2d_transpose_op(x, kernel, bias, backend=backend, **_options(spec, output_padding))
+    return conv2d_transpose_op(x, kernel, bias, **_op_arguments(spec))
 
 
-def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, output_padding,
-                              backend: str):
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     """The explicit backward on torch tensors, traceable."""
-    return conv2d_transpose_backward_op(dy, x, kernel, backend=backend,
-                                        **_options(spec, output_padding))
+    return conv2d_transpose_backward_op(dy, x, kernel, **_op_arguments(spec))

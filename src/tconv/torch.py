@@ -6,20 +6,13 @@ Imported on first use (``import tconv.torch`` or ``tconv.torch``), never by ``im
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from ._dispatch import conv2d_transpose
-from ._spec import _pair, make_spec, normalize_data_format
+from ._options import positive_int, standardize_tuple, validate_options
 
 __all__ = ["Conv2DTranspose"]
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class Conv2DTranspose(torch.nn.Module):
@@ -36,28 +29,20 @@ class Conv2DTranspose(torch.nn.Module):
                  output_padding=None, dilation_rate=1, groups=1, use_bias=True,
                  data_format="channels_first", device=None, dtype=None):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        filters = _positive_int(filters, "filters")
-        kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        groups = _positive_int(groups, "groups")
-        if filters % groups:
-            raise ValueError(f"groups must divide filters ({filters}), got {groups}")
-        kernel_shape = (*kernel_size, filters // groups, in_channels)
-        # The options' rules live in make_spec: check them now on a one-pixel input, not at the
-        # first forward.
-        spec = make_spec((1, 1, 1, in_channels), kernel_shape, strides=strides, padding=padding,
-                         output_padding=output_padding, data_format="channels_last",
-                         dilation_rate=dilation_rate, groups=groups)
-        self.in_channels = in_channels
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = spec.strides
-        self.padding = spec.padding
-        self.output_padding = (None if output_padding is None
-                               else _pair(output_padding, "output_padding", minimum=0))
-        self.dilation_rate = spec.dilation_rate
-        self.groups = groups
-        self.data_format = normalize_data_format(data_format)
+        self.kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
+        options = validate_options(2, strides=strides, padding=padding,
+                                   output_padding=output_padding, data_format=data_format,
+                                   dilation_rate=dilation_rate, groups=groups,
+                                   filters=filters, in_channels=in_channels)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.filters = positive_int(filters, "filters")
+        self.strides = options.strides
+        self.padding = options.padding
+        self.output_padding = options.output_padding
+        self.dilation_rate = options.dilation_rate
+        self.groups = options.groups
+        self.data_format = options.data_format
+        kernel_shape = (*self.kernel_size, self.filters // self.groups, self.in_channels)
         factory = {"device": device, "dtype": dtype}
         self.kernel = torch.nn.Parameter(torch.empty(kernel_shape, **factory))
         if use_bias:

@@ -13,11 +13,14 @@ tiny test shapes hang off every tile edge.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+
+from . import _unfit
 
 # Whether triton was imported with its interpreter on (TRITON_INTERPRET=1): that is decided once,
 # when triton.language decorates its own helpers (tl.cdiv, tl.sum, ...), so it must be set before
@@ -34,6 +37,19 @@ if INTERPRETED != bool(triton.knobs.runtime.interpret):
 def _config(block_m, block_n, block_k, num_stages, num_warps):
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k,
                           "GROUP_M": 8}, num_stages=num_stages, num_warps=num_warps)
+
+
+def config_name(config) -> str:
+    """``BLOCK_MxBLOCK_NxBLOCK_K s<stages> w<warps>``, as the static kernel report names it."""
+    k = config.kwargs
+    return f"{k['BLOCK_M']}x{k['BLOCK_N']}x{k['BLOCK_K']} s{config.num_stages} w{config.num_warps}"
+
+
+def precision_name(dtype, input_precision) -> str:
+    """The operand dtype and float32 product precision as the static report and the roofline
+    name them: float16, bfloat16, float32-tf32, float32-ieee, float64."""
+    name = str(dtype).removeprefix("torch.")
+    return f"{name}-{input_precision}" if name == "float32" else name
 
 
 # Tensor-core tiles (fp16, bf16, fp32), (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps).
@@ -74,12 +90,16 @@ def _argument(named_args, kwargs, name):
     return named_args.get(name, kwargs.get(name))
 
 
-def prune_gemm_configs(configs, named_args, **kwargs):
-    """Keep the configs of the operand dtype's path whose tiles fit the GEMM and shared memory."""
+def prune_gemm_configs(configs, named_args, *, kernel=None, unfit=None, **kwargs):
+    """Keep the configs of the operand dtype's path that ``unfit`` (``{(kernel, precision):
+    config names}``, the static report's ``_unfit.UNFIT_CONFIGS``) does not list for this
+    ``kernel`` and precision, and whose tiles fit the GEMM and shared memory."""
     path = FMA_CONFIGS if _argument(named_args, kwargs, "ACC") == tl.float64 else DOT_CONFIGS
-    element_bytes = next(arg.element_size() for arg in named_args.values()
-                         if hasattr(arg, "element_size"))
-    candidates = [c for c in configs if c in path] or configs
+    operand = next(arg for arg in named_args.values() if hasattr(arg, "element_size"))
+    element_bytes = operand.element_size()
+    precision = precision_name(operand.dtype, _argument(named_args, kwargs, "INPUT_PRECISION"))
+    excluded = (unfit or {}).get((kernel, precision), ())
+    candidates = [c for c in configs if c in path and config_name(c) not in excluded] or configs
     extents = {axis: _argument(named_args, kwargs, f"GEMM_{axis}") for axis in "MNK"}
     smallest = {axis: min(c.kwargs[f"BLOCK_{axis}"] for c in candidates) for axis in "MNK"}
     kept = [
@@ -95,10 +115,11 @@ def supports_disk_cache() -> bool:
     return "cache_results" in inspect.signature(triton.autotune).parameters
 
 
-def autotune_gemm(*extra_key: str):
-    """``triton.autotune`` over :data:`GEMM_CONFIGS`, pruned, keyed on the GEMM geometry and
-    ``extra_key`` (the operand dtypes are part of every key), results cached on disk where this
-    triton can."""
+def autotune_gemm(kernel: str, *extra_key: str):
+    """``triton.autotune`` of GEMM kernel ``kernel`` (forward, dgrad, wgrad) over
+    :data:`GEMM_CONFIGS`, pruned, keyed on the GEMM geometry and ``extra_key`` (the operand dtypes
+    are part of every key), results cached on disk where this triton can."""
     options = {"cache_results": True} if supports_disk_cache() else {}
+    prune = functools.partial(prune_gemm_configs, kernel=kernel, unfit=_unfit.UNFIT_CONFIGS)
     return triton.autotune(configs=GEMM_CONFIGS, key=[*_GEMM_KEY, *extra_key],
-                           prune_configs_by={"early_config_prune": prune_gemm_configs}, **options)
+                           prune_configs_by={"early_config_prune": prune}, **options)

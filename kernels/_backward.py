@@ -33,7 +33,7 @@ _BIAS_BLOCK_ROWS = 32
 _SUM_BLOCK = 1024
 
 
-@autotune_gemm()
+@autotune_gemm("dgrad")
 @triton.jit
 def _dgrad_kernel(
     dy_ptr, w_ptr, dx_ptr,
@@ -81,7 +81,7 @@ def _dgrad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & chan_ok[None, :])
 
 
-@autotune_gemm("SPLIT_K")
+@autotune_gemm("wgrad", "SPLIT_K")
 @triton.jit
 def _wgrad_kernel(
     dy_ptr, x_ptr, partial_ptr,

@@ -36,7 +36,7 @@ def _first_tap(phase, pad, KSIZE: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.co
     return first
 
 
-@autotune_gemm()
+@autotune_gemm("forward")
 @triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,

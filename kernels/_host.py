@@ -19,12 +19,9 @@ def nhwc_strides(tensor: torch.Tensor, data_format: str) -> tuple[int, int, int,
 
 
 def unit_channel_stride(tensor: torch.Tensor, data_format: str) -> torch.Tensor:
-    """``tensor`` itself when its channels are adjacent in memory, else a channels-last copy.
-
-    The GEMM operands are gathered channel-contiguous: with unit channel stride the loads
-    vectorize and the K loop pipelines (cp.async, 3+ stages); with channels_first memory they
-    would be element-wise gathers, far slower than the one copy pass.
-    """
+    """``tensor`` itself when its channels are adjacent in memory, else a channels-last copy:
+    the kernels gather their GEMM operands along the channels (why: CONTRIBUTING, Tuning
+    notes)."""
     if nhwc_strides(tensor, data_format)[3] == 1:
         return tensor
     if data_format == "channels_first":

@@ -127,22 +127,17 @@ def test_functional_pieces_match_reference(xp, taps_outermost, piece, g):
 def _check_pieces_and_layout(xp, taps_outermost, piece, g):
     x, kernel, bias, options = _case(g)
     fmt = options["data_format"]
-    whole_pieces = _cpu._input_pieces
-
-    def pieces(spec, bytes_per_pixel, budget):
-        per_image = bytes_per_pixel * spec.in_height * spec.in_width
-        return whole_pieces(spec, bytes_per_pixel, 1 if piece == "row" else per_image)
-
     x_, kernel_ = xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel)
+    spec = tconv.make_spec(x_.shape, kernel.shape, **options)
+    rows, width = g["size"]
+    tuning = _cpu.Tuning(piece_pixels=1 if piece == "row" else rows * width,
+                         taps_outermost=taps_outermost)
     expected_y = reference.forward(x, kernel, bias, **_ref_options(options))
     dy = np.random.default_rng(1).standard_normal(expected_y.shape)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_cpu, "_input_pieces", pieces)
-        patch.setattr(_cpu, "_taps_outermost", lambda xp, spec: taps_outermost)
-        y = tconv.conv2d_transpose(x_, kernel_, None if bias is None else xp.asarray(bias),
-                                   backend="cpu", **options)
-        grads = tconv.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)), x_, kernel_,
-                                                backend="cpu", **options)
+    y = _cpu.conv2d_transpose(x_, kernel_, None if bias is None else xp.asarray(bias), spec,
+                              tuning=tuning)
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)), x_, kernel_, spec,
+                                           tuning=tuning)
     np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected_y, rtol=1e-10, atol=1e-10)
     ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
     for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):
@@ -256,3 +251,94 @@ def test_keras_json_sets_the_default_data_format(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "missing"))
     assert tconv.conv2d_transpose(np.ones((1, 3, 3, 2)), np.ones((2, 2, 4, 2))).shape == (
         1, 4, 4, 4)
+
+
+def _thread_case():
+    """A layer whose GEMMs are large enough for BLAS and torch to split them across threads."""
+    g = dict(batch=4, size=(24, 24), kernel_size=(3, 3), in_channels=96, filters_per_group=48,
+             groups=1, strides=(2, 2), dilation_rate=(1, 1), padding="same",
+             output_padding=None, data_format="channels_last", use_bias=True)
+    x, kernel, bias, options = _case(g)
+    x, kernel, bias = (a.astype(np.float32) for a in (x, kernel, bias))
+    dy = np.random.default_rng(1).standard_normal(
+        tconv.make_spec(x.shape, kernel.shape, **options).output_shape, dtype=np.float32)
+    return x, kernel, bias, dy, options
+
+
+def _run(xp, x, kernel, bias, dy, options):
+    x, kernel, bias, dy = (xp.asarray(a) for a in (x, kernel, bias, dy))
+    y = tconv.conv2d_transpose(x, kernel, bias, backend="cpu", **options)
+    return [np.asarray(a) for a in (y, *tconv.conv2d_transpose_backward(dy, x, kernel,
+                                                                        backend="cpu", **options))]
+
+
+def _limited(namespace: str, threads: int):
+    """The caller's own thread limit for the library tconv computes through."""
+    if namespace == "torch":
+        torch = pytest.importorskip("torch", reason="torch is not installed")
+        return _torch_threads(torch, threads)
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    return threadpoolctl.threadpool_limits(limits=threads)
+
+
+class _torch_threads:
+    def __init__(self, torch, threads):
+        self.torch, self.threads = torch, threads
+
+    def __enter__(self):
+        self.before = self.torch.get_num_threads()
+        self.torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        self.torch.set_num_threads(self.before)
+
+
+@pytest.mark.parametrize("xp", ["numpy", "torch"], indirect=True)
+def test_results_are_bitwise_identical_whatever_the_thread_count(xp):
+    namespace = "torch" if "torch" in xp.__name__ else "numpy"
+    case = _thread_case()
+    with _limited(namespace, 1):
+        one = _run(xp, *case)
+    with _limited(namespace, 2):
+        two = _run(xp, *case)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def _cpu_ticks_by_thread() -> dict:
+    """utime + stime per thread of this process, in clock ticks (Linux /proc)."""
+    import os
+
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks[int(tid)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+@pytest.mark.parametrize("xp", ["numpy", "torch"], indirect=True)
+def test_a_callers_one_thread_limit_keeps_the_work_on_the_calling_thread(xp):
+    """tconv computes through the library's own thread pool (OpenBLAS for NumPy, torch's for
+    torch) and starts none of its own: under the caller's limit of one thread (threadpoolctl,
+    torch.set_num_threads) no other thread of the process does any of the work."""
+    import os
+    import threading
+    import time
+
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("per-thread CPU time is read from Linux /proc")
+    namespace = "torch" if "torch" in xp.__name__ else "numpy"
+    case = _thread_case()
+    with _limited(namespace, 1):
+        _run(xp, *case)                 # pools exist and have stopped spinning before we count
+        time.sleep(0.3)
+        before = _cpu_ticks_by_thread()
+        for _ in range(5):
+            _run(xp, *case)
+        after = _cpu_ticks_by_thread()
+    me = threading.get_native_id()
+    mine = after[me] - before[me]
+    others = sum(after[t] - before.get(t, 0) for t in after if t != me)
+    assert mine >= 5, "too little work to tell"
+    assert others <= 1 + mine // 20, (mine, others)

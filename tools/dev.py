@@ -24,8 +24,8 @@ VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
 JOBS = {
     "demo": {"extras": "bench,jax", "run": ["-m", "tconv", "bench"]},
-    "test": {"extras": "test,bench,jax,triton,dask", "run": ["-m", "pytest"]},
-    "gpu": {"extras": "test,bench,jax,triton,dask", "run": ["tools/gpu_job.py"]},
+    "test": {"extras": "test,bench,jax,triton,dask,onnx", "run": ["-m", "pytest"]},
+    "gpu": {"extras": "test,bench,jax,triton,dask,onnx", "run": ["tools/gpu_job.py"]},
 }
 
 

@@ -48,29 +48,74 @@ def standardize_tuple(value, n: int, name: str, *, minimum: int) -> tuple[int, .
     return tuple(int(v) for v in items)
 
 
-def normalize_padding(padding) -> str:
-    """``"valid"`` or ``"same"``, case-insensitive."""
-    if not isinstance(padding, str):
-        raise TypeError(f"padding must be the string 'valid' or 'same', got {padding!r}")
-    lowered = padding.lower()
-    if lowered not in PADDINGS:
-        raise ValueError(f"padding must be 'valid' or 'same' (case-insensitive), got {padding!r}")
-    return lowered
+def normalize_padding(padding, rank: int = 2):
+    """Keras' ``"valid"`` or ``"same"`` (case-insensitive), or numeric padding: the rows and
+    columns cropped off the full scatter ``(L - 1)*s + k_eff``, returned as one ``(before,
+    after)`` pair per spatial axis. Numeric padding is an int (every side), ``rank`` ints (both
+    sides of each axis, as torch's ``padding``) or ``rank`` ``(before, after)`` pairs (as the
+    explicit padding of ``tf.nn.conv2d_transpose`` and ``jax.lax.conv_transpose``)."""
+    if isinstance(padding, str):
+        lowered = padding.lower()
+        if lowered not in PADDINGS:
+            raise ValueError(f"padding must be 'valid' or 'same' (case-insensitive), or numeric, "
+                             f"got {padding!r}")
+        return lowered
+    if _is_int(padding):
+        pairs = ((padding, padding),) * rank
+    elif isinstance(padding, (tuple, list)) and all(_is_int(v) for v in padding):
+        pairs = tuple((v, v) for v in padding)
+    elif isinstance(padding, (tuple, list)) and all(
+            isinstance(pair, (tuple, list)) and all(_is_int(v) for v in pair)
+            for pair in padding):
+        pairs = tuple(tuple(pair) for pair in padding)
+    else:
+        raise TypeError(f"padding must be 'valid', 'same', an int, a tuple of {rank} ints or "
+                        f"{rank} (before, after) pairs of ints, got {padding!r}")
+    if len(pairs) != rank or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"padding must be an int, a tuple of {rank} ints or {rank} (before, "
+                         f"after) pairs of ints, got {padding!r}")
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return tuple((int(before), int(after)) for before, after in pairs)
 
 
-def normalize_output_padding(output_padding, strides: tuple[int, ...]):
-    """None, or ints ``>= 0`` below the stride along each axis (Keras' rule)."""
+def normalize_output_padding(output_padding, strides: tuple[int, ...],
+                             dilation_rate: tuple[int, ...], padding):
+    """None, or ints ``>= 0``: below the stride along each axis with 'valid'/'same' (Keras'
+    rule); below ``max(stride, dilation)`` with numeric padding (torch's rule), None then
+    meaning 0."""
     if output_padding is None:
         return None
     output_padding = standardize_tuple(output_padding, len(strides), "output_padding",
                                        minimum=0)
-    for axis, (op, s) in enumerate(zip(output_padding, strides)):
-        if op >= s:
+    keras_rule = isinstance(padding, str)
+    for axis, (op, s, d) in enumerate(zip(output_padding, strides, dilation_rate)):
+        if keras_rule and op >= s:
             raise ValueError(
                 f"output_padding must be lower than strides along each axis, got "
                 f"output_padding={output_padding} with strides={strides} (axis {axis})"
             )
+        if not keras_rule and op >= max(s, d):
+            raise ValueError(
+                f"output_padding must be lower than max(strides, dilation_rate) along each axis "
+                f"with numeric padding, got output_padding={output_padding} with "
+                f"strides={strides}, dilation_rate={dilation_rate} (axis {axis})"
+            )
     return output_padding
+
+
+def normalize_output_shape(output_shape, rank: int):
+    """None, or the output's ``rank`` spatial sizes (positive ints), as ``tf.nn``'s
+    ``output_shape`` without its batch and channel entries."""
+    if output_shape is None:
+        return None
+    if not isinstance(output_shape, (tuple, list)) or not all(_is_int(v) for v in output_shape):
+        raise TypeError(f"output_shape must be None or a tuple of {rank} ints (the output's "
+                        f"spatial sizes), got {output_shape!r}")
+    if len(output_shape) != rank:
+        raise ValueError(f"output_shape must be a tuple of {rank} ints (the output's spatial "
+                         f"sizes, no batch or channels), got {output_shape!r}")
+    return tuple(positive_int(v, "output_shape") for v in output_shape)
 
 
 def keras_image_data_format() -> str:
@@ -125,23 +170,25 @@ class ConvTransposeOptions:
 
     rank: int
     strides: tuple[int, ...]
-    padding: str
+    padding: str | tuple[tuple[int, int], ...]  # 'valid', 'same', or (before, after) per axis
     output_padding: tuple[int, ...] | None
     data_format: str
     dilation_rate: tuple[int, ...]
     groups: int
     backend: str = "auto"
+    output_shape: tuple[int, ...] | None = None
 
     def keywords(self) -> dict:
         """The options as the keyword arguments of ``make_spec`` (and of the public op)."""
         return dict(strides=self.strides, padding=self.padding,
                     output_padding=self.output_padding, data_format=self.data_format,
-                    dilation_rate=self.dilation_rate, groups=self.groups, backend=self.backend)
+                    dilation_rate=self.dilation_rate, groups=self.groups, backend=self.backend,
+                    output_shape=self.output_shape)
 
 
 def validate_options(rank: int, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto", filters=None,
-                     in_channels=None) -> ConvTransposeOptions:
+                     data_format=None, dilation_rate=1, groups=1, backend="auto",
+                     output_shape=None, filters=None, in_channels=None) -> ConvTransposeOptions:
     """Check every option that needs no input shape and return them normalized.
 
     ``filters`` and ``in_channels``, when known (a layer or module's constructor), are checked
@@ -153,9 +200,15 @@ def validate_options(rank: int, *, strides=1, padding="valid", output_padding=No
     for name, count in (("filters", filters), ("in_channels", in_channels)):
         if count is not None and positive_int(count, name) % groups:
             raise ValueError(f"groups must divide {name} ({count}), got groups={groups}")
+    padding = normalize_padding(padding, rank)
+    if output_shape is not None and output_padding is not None:
+        raise ValueError(f"give output_shape or output_padding, not both (each picks the output "
+                         f"size): got output_shape={output_shape!r}, "
+                         f"output_padding={output_padding!r}")
     return ConvTransposeOptions(
-        rank=rank, strides=strides, padding=normalize_padding(padding),
-        output_padding=normalize_output_padding(output_padding, strides),
+        rank=rank, strides=strides, padding=padding,
+        output_padding=normalize_output_padding(output_padding, strides, dilation_rate, padding),
         data_format=normalize_data_format(data_format), dilation_rate=dilation_rate,
         groups=groups, backend=normalize_backend(backend),
+        output_shape=normalize_output_shape(output_shape, rank),
     )

@@ -16,6 +16,14 @@ stride ``s``, dilation ``d`` and effective kernel size ``k_eff = k + (k - 1) * (
   ``same`` and 0 for ``valid``;
 - placement: input pixel ``i`` and kernel tap ``t`` land on output ``i*s + t*d - pad_before``,
   ``pad_before = max(0, (L - 1)*s + k_eff - O) // 2``; what falls outside ``[0, O)`` is dropped.
+
+Numeric padding (torch's, and the explicit padding of ``tf.nn`` and JAX) crops ``(before,
+after)`` off the full scatter ``F = (L - 1)*s + k_eff``: ``O = F - before - after + op`` (``op``
+from 0, below ``max(s, d)``, rows added at the end, as torch), ``pad_before = before``.
+
+``output_shape`` (``tf.nn.conv2d_transpose``'s) gives ``O`` itself, among the sizes whose forward
+convolution gives back ``L``: ``same`` -> ``(L - 1)*s + 1 .. L*s``; ``valid`` -> ``F .. F + s -
+1``; numeric -> ``F - before - after`` and the ``s - 1`` sizes above; placement as above.
 """
 
 from __future__ import annotations
@@ -43,24 +51,58 @@ def output_length(length: int, kernel_size: int, stride: int, dilation: int, pad
     return (length - 1) * stride + k_eff - 2 * pad + output_padding
 
 
-def pad_before(length: int, kernel_size: int, stride: int, dilation: int, out_length: int) -> int:
-    """How far TensorFlow shifts the scatter up/left: half the overhang, rounded down."""
-    k_eff = effective_kernel_size(kernel_size, dilation)
-    return max(0, (length - 1) * stride + k_eff - out_length) // 2
+def _admitted_sizes(length: int, stride: int, full: int, padding) -> tuple[int, int]:
+    """The output lengths whose forward convolution gives back ``length`` (TF's check)."""
+    if padding == "same":
+        return (length - 1) * stride + 1, length * stride
+    smallest = full if padding == "valid" else full - sum(padding)
+    return smallest, smallest + stride - 1
+
+
+def _axis_geometry(options: ConvTransposeOptions, axis: int, length: int, kernel_size: int):
+    """``(output length, pad_before)`` along one spatial axis."""
+    stride, dilation = options.strides[axis], options.dilation_rate[axis]
+    padding = options.padding if isinstance(options.padding, str) else options.padding[axis]
+    output_padding = options.output_padding[axis] if options.output_padding else None
+    full = (length - 1) * stride + effective_kernel_size(kernel_size, dilation)
+    if not isinstance(padding, str) and full - sum(padding) < 1:
+        raise ValueError(
+            f"padding {padding} along spatial axis {axis} crops {sum(padding)} of a full output "
+            f"of length {full} (input {length}, kernel {kernel_size}, stride {stride}, dilation "
+            f"{dilation}): it must leave at least 1")
+    if options.output_shape is not None:
+        out = options.output_shape[axis]
+        low, high = _admitted_sizes(length, stride, full, padding)
+        if not low <= out <= high:
+            raise ValueError(
+                f"output_shape must be between {low} and {high} along spatial axis {axis} (the "
+                f"sizes whose convolution gives back the input's {length} with kernel "
+                f"{kernel_size}, stride {stride}, dilation {dilation}, padding {padding!r}), got "
+                f"{options.output_shape}")
+    elif isinstance(padding, str):
+        out = output_length(length, kernel_size, stride, dilation, padding, output_padding)
+    else:
+        out = full - sum(padding) + (output_padding or 0)
+    # 'valid'/'same': TF shifts the scatter up/left by half the overhang, rounded down.
+    before = max(0, full - out) // 2 if isinstance(padding, str) else padding[0]
+    return out, before
+
+
+def geometry(options: ConvTransposeOptions, kernel_size, in_spatial) -> tuple[tuple, tuple]:
+    """``(out_spatial, pad_before)`` for an input of spatial sizes ``in_spatial``; refuses an
+    output with no pixels, a crop that leaves none, an output_shape the geometry does not
+    admit."""
+    axes = [_axis_geometry(options, axis, length, k)
+            for axis, (length, k) in enumerate(zip(in_spatial, kernel_size))]
+    out_spatial = tuple(out for out, _ in axes)
+    if min(out_spatial) < 1:
+        raise ValueError(f"the output would have no pixels (spatial shape {out_spatial})")
+    return out_spatial, tuple(before for _, before in axes)
 
 
 def output_spatial_shape(options: ConvTransposeOptions, kernel_size, in_spatial) -> tuple:
-    """The output's spatial sizes for an input of spatial sizes ``in_spatial``; refuses an
-    output with no pixels."""
-    output_padding = options.output_padding or (None,) * options.rank
-    out_spatial = tuple(
-        output_length(length, k, s, d, options.padding, op)
-        for length, k, s, d, op in zip(in_spatial, kernel_size, options.strides,
-                                       options.dilation_rate, output_padding)
-    )
-    if min(out_spatial) < 1:
-        raise ValueError(f"the output would have no pixels (spatial shape {out_spatial})")
-    return out_spatial
+    """The output's spatial sizes for an input of spatial sizes ``in_spatial``."""
+    return geometry(options, kernel_size, in_spatial)[0]
 
 
 def _channels_axis(data_format: str, rank: int) -> int:
@@ -178,18 +220,17 @@ def spec_for(options: ConvTransposeOptions, input_shape, kernel_shape) -> ConvTr
             f"got {options.groups!r}"
         )
     kernel_size = tuple(kernel_size)
-    out_spatial = output_spatial_shape(options, kernel_size, in_spatial)
+    out_spatial, before = geometry(options, kernel_size, in_spatial)
     return ConvTransposeSpec(
-        options=options, kernel_size=kernel_size, batch=input_shape[0], in_spatial=in_spatial, in_channels=in_channels,
-        filters=filters_per_group * options.groups, out_spatial=out_spatial,
-        pad_before=tuple(pad_before(*axis) for axis in zip(
-            in_spatial, kernel_size, options.strides, options.dilation_rate,
-            out_spatial)),
+        options=options, kernel_size=kernel_size, batch=input_shape[0], in_spatial=in_spatial,
+        in_channels=in_channels, filters=filters_per_group * options.groups,
+        out_spatial=out_spatial, pad_before=before,
     )
 
 
 def make_spec(input_shape, kernel_shape, *, strides=1, padding="valid", output_padding=None,
-              data_format=None, dilation_rate=1, groups=1, backend="auto") -> ConvTransposeSpec:
+              data_format=None, dilation_rate=1, groups=1, backend="auto",
+              output_shape=None) -> ConvTransposeSpec:
     """Validate the options against the input shape and the Keras-layout kernel shape
     ``(*kernel_size, filters // groups, in_channels)``; the rank comes from the kernel."""
     kernel_shape = tuple(kernel_shape)
@@ -199,11 +240,12 @@ def make_spec(input_shape, kernel_shape, *, strides=1, padding="valid", output_p
     options = validate_options(len(kernel_shape) - 2, strides=strides,
                                padding=padding, output_padding=output_padding,
                                data_format=data_format, dilation_rate=dilation_rate,
-                               groups=groups, backend=backend)
+                               groups=groups, backend=backend, output_shape=output_shape)
     return spec_for(options, input_shape, kernel_shape)
 
 
-def output_shape(options: ConvTransposeOptions, kernel_size, input_shape, filters) -> tuple:
+def compute_output_shape(options: ConvTransposeOptions, kernel_size, input_shape,
+                         filters) -> tuple:
     """Keras' ``compute_output_shape``: ``input_shape`` in ``options.data_format`` order, its
     batch entry kept as is (None allowed), its spatial sizes known."""
     rank = options.rank
@@ -220,14 +262,14 @@ def output_shape(options: ConvTransposeOptions, kernel_size, input_shape, filter
 
 def conv2d_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
                                   padding="valid", output_padding=None, data_format=None,
-                                  dilation_rate=1) -> tuple:
+                                  dilation_rate=1, output_shape=None) -> tuple:
     """The output shape of :func:`tconv.conv2d_transpose`, Keras' ``compute_output_shape``.
 
     ``input_shape`` is rank 4 in ``data_format`` order; its batch entry may be None (kept as is).
-    ``kernel_size`` is an int or a 2-tuple.
+    ``kernel_size`` is an int or a 2-tuple. The options are :func:`tconv.conv2d_transpose`'s.
     """
     kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
     options = validate_options(2, strides=strides, padding=padding,
                                output_padding=output_padding, data_format=data_format,
-                               dilation_rate=dilation_rate)
-    return output_shape(options, kernel_size, input_shape, filters)
+                               dilation_rate=dilation_rate, output_shape=output_shape)
+    return compute_output_shape(options, kernel_size, input_shape, filters)

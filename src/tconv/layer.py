@@ -22,7 +22,7 @@ import numpy as np
 from . import activations, constraints, initializers, regularizers
 from ._dispatch import conv2d_transpose
 from ._options import positive_int, standardize_tuple, validate_options
-from ._spec import output_shape
+from ._spec import compute_output_shape
 
 __all__ = ["Conv2DTranspose"]
 
@@ -164,7 +164,7 @@ class Conv2DTranspose:
         return outputs
 
     def compute_output_shape(self, input_shape) -> tuple:
-        return output_shape(self._options, self.kernel_size, input_shape, self.filters)
+        return compute_output_shape(self._options, self.kernel_size, input_shape, self.filters)
 
     @property
     def weights(self) -> list:

@@ -1,4 +1,6 @@
-"""``tconv.torch``: Keras' ``Conv2DTranspose`` layer as a torch ``nn.Module``.
+"""``tconv.torch``: Keras' ``Conv2DTranspose`` layer as a torch ``nn.Module``, and drop-ins for
+torch's own ``nn.ConvTranspose2d`` and ``nn.functional.conv_transpose2d`` on tconv's op (Triton
+kernels on CUDA, the CPU path elsewhere).
 
 Imported on first use (``import tconv.torch`` or ``tconv.torch``), never by ``import tconv``.
 """
@@ -12,7 +14,7 @@ import torch
 from ._dispatch import conv2d_transpose
 from ._options import positive_int, standardize_tuple, validate_options
 
-__all__ = ["Conv2DTranspose"]
+__all__ = ["Conv2DTranspose", "ConvTranspose2d", "conv_transpose2d"]
 
 
 class Conv2DTranspose(torch.nn.Module):
@@ -76,3 +78,46 @@ class Conv2DTranspose(torch.nn.Module):
                 f"output_padding={self.output_padding}, dilation_rate={self.dilation_rate}, "
                 f"groups={self.groups}, use_bias={self.bias is not None}, "
                 f"data_format={self.data_format!r}")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """``torch.nn.functional.conv_transpose2d``'s signature and results, on tconv's op.
+
+    ``input`` is ``(N, C, H, W)`` or batchless ``(C, H, W)``; ``weight`` is in torch's layout
+    ``(in_channels, out_channels // groups, kH, kW)``; ``padding`` (an int or ``(ph, pw)``) crops
+    both sides of each axis and ``output_padding`` adds rows/columns at the bottom/right, below
+    ``max(stride, dilation)``. Differentiable (twice), and ``torch.compile`` sees one node.
+    """
+    if input.dim() not in (3, 4):
+        raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape "
+                         f"{tuple(input.shape)}")
+    if weight.dim() != 4 or weight.shape[0] != input.shape[-3]:
+        raise ValueError(f"weight must have shape (in_channels, out_channels // groups, kH, kW) "
+                         f"with in_channels = {input.shape[-3]} (the input's channels), got "
+                         f"shape {tuple(weight.shape)}")
+    batched = input.dim() == 4
+    # torch's weight (in, out // groups, kH, kW) is Keras' kernel (kH, kW, out // groups, in).
+    y = conv2d_transpose(input if batched else input.unsqueeze(0), weight.permute(2, 3, 1, 0),
+                         bias, strides=stride,
+                         padding=standardize_tuple(padding, 2, "padding", minimum=0),
+                         output_padding=output_padding, data_format="channels_first",
+                         dilation_rate=dilation, groups=groups)
+    return y if batched else y.squeeze(0)
+
+
+class ConvTranspose2d(torch.nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` whose forward runs :func:`conv_transpose2d`.
+
+    Everything else is torch's own module: the arguments and their checks (``padding_mode``
+    other than "zeros" refused), ``weight`` ``(in_channels, out_channels // groups, kH, kW)``
+    and ``bias``, their initialization, the ``state_dict`` (a checkpoint of
+    ``nn.ConvTranspose2d`` loads unchanged), and how ``forward(input, output_size)`` picks the
+    output padding.
+    """
+
+    def forward(self, input: torch.Tensor, output_size=None) -> torch.Tensor:
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
+                                              self.kernel_size, 2, self.dilation)
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation)

@@ -1,0 +1,84 @@
+"""Array-API building blocks of the CPU path: the NHWC working layout, the dtype rule, writes into
+buffers made here, and the one grouped GEMM every product goes through."""
+
+from __future__ import annotations
+
+import array_api_extra as xpx
+from array_api_compat import device, is_jax_namespace
+
+from .._spec import ConvTransposeSpec
+
+
+def to_nhwc(xp, a, spec: ConvTransposeSpec):
+    return xp.permute_dims(a, (0, 2, 3, 1)) if spec.data_format == "channels_first" else a
+
+
+def from_nhwc(xp, a, spec: ConvTransposeSpec):
+    return xp.permute_dims(a, (0, 3, 1, 2)) if spec.data_format == "channels_first" else a
+
+
+def compute_dtype(xp, dtype):
+    """Half precision types accumulate in float32; float32 and float64 compute as they are."""
+    if dtype == xp.float32 or dtype == xp.float64:
+        return dtype
+    return xp.float32
+
+
+def itemsize(xp, dtype) -> int:
+    return 8 if dtype == xp.float64 else 4
+
+
+def add_into(xp, buffer, index, values):
+    """``buffer[index] += values`` for a buffer made here: into a view of it where the namespace
+    writes in place (``array_api_extra.at`` would also write the view back onto itself), else
+    functionally (JAX)."""
+    if is_jax_namespace(xp):
+        return xpx.at(buffer)[index].add(values)
+    target = buffer[index]
+    target += values
+    return buffer
+
+
+def set_into(xp, buffer, index, values):
+    """``buffer[index] = values`` for a buffer made here, in place but on JAX."""
+    if is_jax_namespace(xp):
+        return xpx.at(buffer)[index].set(values)
+    buffer[index] = values
+    return buffer
+
+
+def in_caller_layout(xp, a_nhwc, spec: ConvTransposeSpec, dtype):
+    """A new C-contiguous ``dtype`` array holding the NHWC view ``a_nhwc`` in the caller's layout,
+    as TensorFlow and torch return theirs."""
+    a = from_nhwc(xp, a_nhwc, spec)
+    out = xp.empty(a.shape, dtype=dtype, device=device(a))
+    return set_into(xp, out, ..., xp.astype(a, dtype, copy=False))
+
+
+def by_group(xp, a, groups: int, axis: int):
+    """``a`` with its axis ``axis`` (G*n long, group-major) split into (G, n) and G moved first."""
+    shape = a.shape[:axis] + (groups, a.shape[axis] // groups) + a.shape[axis + 1:]
+    order = (axis,) + tuple(i for i in range(len(shape)) if i != axis)
+    return xp.permute_dims(xp.reshape(a, shape), order)
+
+
+def pixels_by_group(xp, x_nhwc, groups: int):
+    """An NHWC input (or a piece of it) as (G, pixels, Cg)."""
+    return by_group(xp, xp.reshape(x_nhwc, (-1, x_nhwc.shape[-1])), groups, 1)
+
+
+def kernel_by_group(xp, kernel, groups: int):
+    """A Keras-layout kernel (kh, kw, Fg, Cin) as (G, kh*kw*Fg, Cg): one row per tap and filter."""
+    return by_group(xp, xp.reshape(kernel, (-1, kernel.shape[-1])), groups, 1)
+
+
+def grouped_matmul(xp, a, b):
+    """``a`` (G, P, K) times ``b`` (G, K, Q) -> (G, P, Q), one GEMM per group.
+
+    Callers pass views (permuted, reshaped) of their arrays. With one group the product is a 2-D
+    one of the views, which BLAS takes without copying even when transposed; a batched matmul of
+    one matrix may copy it first.
+    """
+    if a.shape[0] == 1:
+        return xp.expand_dims(a[0, ...] @ b[0, ...], axis=0)
+    return xp.matmul(a, b)

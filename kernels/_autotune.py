@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+from pathlib import Path
 
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from . import _unfit
 
 # Whether triton was imported with its interpreter on (TRITON_INTERPRET=1): that is decided once,
 # when triton.language decorates its own helpers (tl.cdiv, tl.sum, ...), so it must be set before
@@ -65,14 +66,25 @@ DOT_CONFIGS = [_config(*tile) for tile in [
     (32, 64, 32, 5, 2),
     (32, 32, 32, 5, 2),
 ]]
-# float64 has no tensor-core tl.dot here: a broadcast multiply-accumulate over a thin K slice.
+# float64 has no tensor-core tl.dot here: a broadcast multiply-accumulate over a thin K slice,
+# whose BLOCK_M x BLOCK_K x BLOCK_N products are all in registers: 64 float64 values a thread.
 FMA_CONFIGS = [_config(*tile) for tile in [
-    (64, 64, 8, 2, 8),
-    (64, 32, 8, 2, 4),
+    (64, 64, 4, 2, 8),
+    (64, 32, 4, 2, 4),
     (32, 32, 8, 2, 4),
 ]]
 INTERPRETER_CONFIG = _config(32, 16, 16, 1, 4)
 GEMM_CONFIGS = [INTERPRETER_CONFIG] if INTERPRETED else DOT_CONFIGS + FMA_CONFIGS
+
+UNFIT_FILE = Path(__file__).with_name("unfit_configs.json")
+
+
+def load_unfit_configs() -> dict:
+    """``{(kernel, precision, arch): config names}`` that spill registers or exceed shared memory
+    in the static kernel report (``unfit_configs.json``, which tools/kernel_report.py writes)."""
+    listed = json.loads(UNFIT_FILE.read_text())["configs"]
+    return {tuple(key.split()): frozenset(names) for key, names in listed.items()}
+
 
 # Shared memory a config may stage (H100 allows 227 KiB per block; keep room for the epilogue).
 _SHARED_MEMORY_BUDGET = 160 * 1024
@@ -90,16 +102,28 @@ def _argument(named_args, kwargs, name):
     return named_args.get(name, kwargs.get(name))
 
 
-def prune_gemm_configs(configs, named_args, *, kernel=None, unfit=None, **kwargs):
-    """Keep the configs of the operand dtype's path that ``unfit`` (``{(kernel, precision):
-    config names}``, the static report's ``_unfit.UNFIT_CONFIGS``) does not list for this
-    ``kernel`` and precision, and whose tiles fit the GEMM and shared memory."""
+def gpu_arch(device) -> str | None:
+    """The static report's name for the GPU of ``device`` (sm_80 for compute capability 8.x,
+    sm_90a for 9.x), None for another GPU or none."""
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch
+
+    return {8: "sm_80", 9: "sm_90a"}.get(torch.cuda.get_device_capability(device)[0])
+
+
+def prune_gemm_configs(configs, named_args, *, kernel, unfit, arch=None, **kwargs):
+    """Keep the configs of the operand dtype's path that ``unfit`` (``{(kernel, precision,
+    arch): config names}``, :func:`load_unfit_configs`) does not list for this
+    ``kernel``, precision and ``arch`` (default: the operands' GPU), and whose tiles fit the GEMM
+    and shared memory."""
     path = FMA_CONFIGS if _argument(named_args, kwargs, "ACC") == tl.float64 else DOT_CONFIGS
     operand = next(arg for arg in named_args.values() if hasattr(arg, "element_size"))
     element_bytes = operand.element_size()
     precision = precision_name(operand.dtype, _argument(named_args, kwargs, "INPUT_PRECISION"))
-    excluded = (unfit or {}).get((kernel, precision), ())
-    candidates = [c for c in configs if c in path and config_name(c) not in excluded] or configs
+    excluded = unfit.get((kernel, precision, arch or gpu_arch(operand.device)), ())
+    candidates = ([c for c in configs if c in path and config_name(c) not in excluded]
+                  or [c for c in configs if c in path] or configs)
     extents = {axis: _argument(named_args, kwargs, f"GEMM_{axis}") for axis in "MNK"}
     smallest = {axis: min(c.kwargs[f"BLOCK_{axis}"] for c in candidates) for axis in "MNK"}
     kept = [
@@ -120,6 +144,6 @@ def autotune_gemm(kernel: str, *extra_key: str):
     :data:`GEMM_CONFIGS`, pruned, keyed on the GEMM geometry and ``extra_key`` (the operand dtypes
     are part of every key), results cached on disk where this triton can."""
     options = {"cache_results": True} if supports_disk_cache() else {}
-    prune = functools.partial(prune_gemm_configs, kernel=kernel, unfit=_unfit.UNFIT_CONFIGS)
+    prune = functools.partial(prune_gemm_configs, kernel=kernel, unfit=load_unfit_configs())
     return triton.autotune(configs=GEMM_CONFIGS, key=[*_GEMM_KEY, *extra_key],
                            prune_configs_by={"early_config_prune": prune}, **options)

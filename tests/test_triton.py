@@ -218,29 +218,35 @@ def test_config_pruning_keeps_the_dtype_path_and_fitting_tiles():
     def prune(operand, acc, gemm_m, gemm_n, gemm_k, precision=None, unfit=None):
         return _autotune.prune_gemm_configs(configs, {
             "x_ptr": operand, "ACC": acc, "GEMM_M": gemm_m, "GEMM_N": gemm_n, "GEMM_K": gemm_k,
-            "INPUT_PRECISION": precision}, kernel="dgrad", unfit=unfit)
+            "INPUT_PRECISION": precision}, kernel="dgrad", unfit=unfit or {}, arch="sm_90a")
 
     kept = prune(float32, triton.language.float32, 40, 3, 5, "ieee")
-    assert kept and all(c.kwargs["BLOCK_K"] > 8 for c in kept)
+    assert kept and all(c in _autotune.DOT_CONFIGS for c in kept)
     assert all(c.kwargs["BLOCK_N"] == 32 and c.kwargs["BLOCK_M"] <= 64 for c in kept)
     kept = prune(float64, triton.language.float64, 40, 3, 5)
-    assert kept and all(c.kwargs["BLOCK_K"] == 8 for c in kept)
+    assert kept and all(c in _autotune.FMA_CONFIGS for c in kept)
     assert len(prune(float16, triton.language.float32, 8192, 256, 256)) == len(
         _autotune.DOT_CONFIGS)
     # fp32 128x128x64 tiles, 3 stages deep, need 192 KiB of shared memory
     assert len(prune(float32, triton.language.float32, 8192, 256, 256, "tf32")) == len(
         _autotune.DOT_CONFIGS) - 1
-    # what the static report found unfit for this kernel and precision (only) is never kept,
-    # and the smallest tile left then stands in for tiny GEMMs
-    unfit = {("dgrad", "float32-tf32"): {"32x32x32 s5 w2", "128x64x64 s3 w4"}}
+    # what the static report found unfit for this kernel, precision and arch (only) is never
+    # kept, and the smallest tile left then stands in for tiny GEMMs
+    dropped = {"32x32x32 s5 w2", "128x64x64 s3 w4"}
+    unfit = {("dgrad", "float32-tf32", "sm_90a"): dropped,
+             ("dgrad", "float32-tf32", "sm_80"): {"64x32x32 s5 w2"},
+             ("dgrad", "float64", "sm_90a"): {_autotune.config_name(c)
+                                              for c in _autotune.FMA_CONFIGS}}
     kept = {_autotune.config_name(c) for c in prune(float32, triton.language.float32, 8192, 256,
                                                     256, "tf32", unfit)}
-    assert len(kept) == len(_autotune.DOT_CONFIGS) - 3 and not kept & unfit["dgrad",
-                                                                               "float32-tf32"]
+    assert len(kept) == len(_autotune.DOT_CONFIGS) - 3 and not kept & dropped
     assert len(prune(float32, triton.language.float32, 8192, 256, 256, "ieee", unfit)) == len(
         _autotune.DOT_CONFIGS) - 1
     kept = prune(float32, triton.language.float32, 40, 3, 5, "tf32", unfit)
     assert [_autotune.config_name(c) for c in kept] == ["64x32x32 s5 w2"]
+    # a path with every config unfit keeps its own configs (and the report test fails)
+    kept = prune(float64, triton.language.float64, 40, 3, 5, None, unfit)
+    assert kept and all(c in _autotune.FMA_CONFIGS for c in kept)
 
 
 def test_strided_views_are_read_through_their_strides():

@@ -136,7 +136,8 @@ def geomean(values) -> float | None:
 def render_markdown(report: dict) -> str:
     rows = report["rows"]
     lines = [
-        f"# GPU report: tconv Triton kernels vs cuDNN{' (REHEARSAL: interpreter, CPU)' if report['rehearsal'] else ''}",
+        "# GPU report: tconv Triton kernels vs cuDNN"
+        + (" (REHEARSAL: interpreter, CPU)" if report["rehearsal"] else ""),
         "",
         f"{report['device']}; torch {report['torch']}, triton {report['triton']}, "
         f"cuDNN {report['cudnn']}; {report['date']}. Compile warm-up {report['warm_s']:.0f} s, "

@@ -147,8 +147,8 @@ def main(argv: list[str]) -> int:
                                         else [])]
             _log(f"benchmark: {' '.join(command[1:])}")
             ok &= subprocess.run(command, env=env, cwd=ROOT).returncode == 0
-        _log(f"{'done' if ok else 'FAILED'}: {', '.join(sorted(p.name for p in args.out.iterdir()))}"
-             f" in {args.out}")
+        written = ", ".join(sorted(p.name for p in args.out.iterdir()))
+        _log(f"{'done' if ok else 'FAILED'}: {written} in {args.out}")
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

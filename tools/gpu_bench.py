@@ -78,7 +78,7 @@ def warm_compile_cache(cases: list, rehearse: bool, workers: int) -> float:
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         for done in pool.map(_warm_one, cases, [rehearse] * len(cases)):
             print(f"  compiled {done}", flush=True)
-    cache = Path(os.environ["TRITON_CACHE_DIR"])
+    cache = Path(os.environ.get("TRITON_CACHE_DIR", Path.home() / ".triton" / "cache"))
     for choice in cache.rglob("*.autotune.json"):  # tuned while sharing the GPU: tune again
         choice.unlink()
     return time.perf_counter() - start

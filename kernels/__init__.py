@@ -9,7 +9,8 @@ Launchers take torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``) in the 
 - :func:`bias_grad` ``(dy, spec) -> dbias``
 - :func:`gradients` ``(dy, x, kernel, spec) -> (dx, dkernel, dbias)``
 
-``INTERPRETED`` says whether triton was imported with its CPU interpreter on.
+:data:`INTERPRETED` says whether triton was imported with its CPU interpreter on
+(``TRITON_INTERPRET=1``): then the launchers take CPU tensors, else CUDA tensors.
 """
 
 from ._autotune import INTERPRETED

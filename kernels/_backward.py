@@ -18,20 +18,22 @@ import triton
 import triton.language as tl
 
 from ._autotune import INTERPRETED, autotune_gemm
-from ._common import grouped_tile, multiply_accumulate
-from ._host import (accumulator, empty_image, input_precision, needs_64bit_index, nhwc_strides,
-                    partial_dtype, unit_channel_stride)
+from ._common import (block_range, grouped_tile, inside, load_pixels, multiply_accumulate,
+                      split_pixel, split_slice)
+from ._host import (accumulator, accumulator_dtype, empty_image, gemm_geometry, gemm_grid,
+                    needs_64bit_index, nhwc_strides, unit_channel_stride)
 
-# Programs per SM a split reduction aims for, and the least work one split is worth.
+# Programs per SM a split reduction aims for, and the least work one split is worth (CONTRIBUTING,
+# Tuning notes).
 _PROGRAMS_PER_SM = 2
 _MIN_PIXELS_PER_SPLIT = 2048
 _MIN_ROWS_PER_SPLIT = 4096
 _NOMINAL_TILE = 64
 _BIAS_BLOCK_ROWS = 32
+_SUM_BLOCK = 1024
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
-                        "INPUT_PRECISION"])
+@autotune_gemm("dgrad")
 @triton.jit
 def _dgrad_kernel(
     dy_ptr, w_ptr, dx_ptr,
@@ -46,18 +48,12 @@ def _dgrad_kernel(
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), GEMM_M, GEMM_N, BLOCK_M, BLOCK_N, GROUP_M)
     group = tl.program_id(1)
-    pixel = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    chan = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    filt = tl.arange(0, BLOCK_K)
-    if INDEX_64:
-        pixel = pixel.to(tl.int64)
-        chan = chan.to(tl.int64)
-        filt = filt.to(tl.int64)
+    pixel = block_range(tile_m * BLOCK_M, BLOCK_M, INDEX_64)
+    chan = block_range(tile_n * BLOCK_N, BLOCK_N, INDEX_64)
+    filt = block_range(0, BLOCK_K, INDEX_64)
     pixel_ok = pixel < GEMM_M
     chan_ok = chan < GEMM_N
-    n = pixel // (in_h * in_w)
-    i = (pixel // in_w) % in_h
-    j = pixel % in_w
+    n, i, j = split_pixel(pixel, in_h, in_w)
     dy_image = dy_ptr + n * dy_stride_n
     filt_base = group * GEMM_K
     chan_base = group * GEMM_N
@@ -73,10 +69,8 @@ def _dgrad_kernel(
         ox = j * STRIDE_W + tw * DIL_W - pad_left
         f = filt_block * BLOCK_K + filt
         f_ok = f < GEMM_K
-        row_ok = pixel_ok & (oy >= 0) & (oy < out_h) & (ox >= 0) & (ox < out_w)
-        a = tl.load(dy_image[:, None] + oy[:, None] * dy_stride_h + ox[:, None] * dy_stride_w
-                    + (filt_base + f)[None, :] * dy_stride_c,
-                    mask=row_ok[:, None] & f_ok[None, :], other=0.0)
+        a = load_pixels(dy_image, oy, ox, filt_base + f, dy_stride_h, dy_stride_w, dy_stride_c,
+                        pixel_ok & inside(oy, ox, out_h, out_w), f_ok)
         # kernel (KH, KW, filters per group, in_channels), contiguous
         b = tl.load(w_ptr + (tap * GEMM_K + f)[:, None] * in_channels + (chan_base + chan)[None, :],
                     mask=f_ok[:, None] & chan_ok[None, :], other=0.0)
@@ -87,8 +81,7 @@ def _dgrad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & chan_ok[None, :])
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
-                        "SPLIT_K", "INPUT_PRECISION"])
+@autotune_gemm("wgrad", "SPLIT_K")
 @triton.jit
 def _wgrad_kernel(
     dy_ptr, x_ptr, partial_ptr,
@@ -107,31 +100,23 @@ def _wgrad_kernel(
     split = tl.program_id(2)
     th = tap // KW
     tw = tap % KW
-    filt = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    chan = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    pixel_offsets = tl.arange(0, BLOCK_K)
-    if INDEX_64:
-        filt = filt.to(tl.int64)
-        chan = chan.to(tl.int64)
-        pixel_offsets = pixel_offsets.to(tl.int64)
+    filt = block_range(tile_m * BLOCK_M, BLOCK_M, INDEX_64)
+    chan = block_range(tile_n * BLOCK_N, BLOCK_N, INDEX_64)
+    pixel_offsets = block_range(0, BLOCK_K, INDEX_64)
     filt_ok = filt < GEMM_M
     chan_ok = chan < GEMM_N
     dy_chan = (group * GEMM_M + filt) * dy_stride_c
     x_chan = (group * GEMM_N + chan) * x_stride_c
-    pixels_per_split = tl.cdiv(GEMM_K, SPLIT_K)
-    start = split * pixels_per_split
-    end = min(start + pixels_per_split, GEMM_K)
+    start, end = split_slice(split, tl.cdiv(GEMM_K, SPLIT_K), GEMM_K)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for first in range(start, end, BLOCK_K):
         pixel = first + pixel_offsets
-        n = pixel // (in_h * in_w)
-        i = (pixel // in_w) % in_h
-        j = pixel % in_w
+        n, i, j = split_pixel(pixel, in_h, in_w)
         oy = i * STRIDE_H + th * DIL_H - pad_top
         ox = j * STRIDE_W + tw * DIL_W - pad_left
         pixel_ok = pixel < end
-        dy_ok = pixel_ok & (oy >= 0) & (oy < out_h) & (ox >= 0) & (ox < out_w)
+        dy_ok = pixel_ok & inside(oy, ox, out_h, out_w)
         dy_t = tl.load(dy_ptr + (n * dy_stride_n + oy * dy_stride_h + ox * dy_stride_w)[:, None]
                        + dy_chan[None, :], mask=dy_ok[:, None] & filt_ok[None, :], other=0.0)
         b = tl.load(x_ptr + (n * x_stride_n + i * x_stride_h + j * x_stride_w)[:, None]
@@ -152,21 +137,15 @@ def _bias_partial_kernel(
     ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     """partial[split, f] = sum of dy[.., f] over the split's output pixels."""
-    filt = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
+    filt = block_range(tl.program_id(0) * BLOCK_F, BLOCK_F, INDEX_64)
     split = tl.program_id(1)
-    row_offsets = tl.arange(0, BLOCK_ROWS)
-    if INDEX_64:
-        filt = filt.to(tl.int64)
-        row_offsets = row_offsets.to(tl.int64)
+    row_offsets = block_range(0, BLOCK_ROWS, INDEX_64)
     filt_ok = filt < filters
-    start = split * rows_per_split
-    end = min(start + rows_per_split, rows)
+    start, end = split_slice(split, rows_per_split, rows)
     acc = tl.zeros((BLOCK_ROWS, BLOCK_F), dtype=ACC)
     for first in range(start, end, BLOCK_ROWS):
         row = first + row_offsets
-        n = row // (out_h * out_w)
-        oy = (row // out_w) % out_h
-        ox = row % out_w
+        n, oy, ox = split_pixel(row, out_h, out_w)
         acc += tl.load(dy_ptr + (n * dy_stride_n + oy * dy_stride_h + ox * dy_stride_w)[:, None]
                        + filt[None, :] * dy_stride_c,
                        mask=(row < end)[:, None] & filt_ok[None, :], other=0.0).to(ACC)
@@ -200,10 +179,9 @@ def reduction_splits(programs: int, length: int, min_per_split: int, processors:
 
 
 def _sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    block = 1024
     length = out.numel()
-    _sum_partials_kernel[(triton.cdiv(length, block),)](
-        partials, out, partials.shape[0], length, ACC=accumulator(out.dtype), BLOCK=block)
+    _sum_partials_kernel[(triton.cdiv(length, _SUM_BLOCK),)](
+        partials, out, partials.shape[0], length, ACC=accumulator(out.dtype), BLOCK=_SUM_BLOCK)
     return out
 
 
@@ -215,23 +193,13 @@ def dgrad(dy, kernel, spec):
     dy = unit_channel_stride(dy, spec.data_format)
     kernel = kernel.contiguous()
     gemm_m = spec.batch * spec.in_height * spec.in_width
-
-    def grid(meta):
-        return (triton.cdiv(gemm_m, meta["BLOCK_M"]) * triton.cdiv(spec.channels_per_group,
-                                                                   meta["BLOCK_N"]),
-                spec.groups)
-
-    _dgrad_kernel[grid](
+    _dgrad_kernel[gemm_grid(gemm_m, spec.channels_per_group, spec.groups)](
         dy, kernel, dx,
         *nhwc_strides(dy, spec.data_format), *nhwc_strides(dx, spec.data_format),
         spec.in_height, spec.in_width, spec.out_height, spec.out_width,
         spec.pad_top, spec.pad_left, spec.in_channels,
         gemm_m, spec.channels_per_group, spec.filters_per_group,
-        KH=spec.kernel_height, KW=spec.kernel_width,
-        STRIDE_H=spec.strides[0], STRIDE_W=spec.strides[1],
-        DIL_H=spec.dilation_rate[0], DIL_W=spec.dilation_rate[1],
-        ACC=accumulator(dy.dtype), INPUT_PRECISION=input_precision(dy.dtype),
-        INDEX_64=needs_64bit_index(dy, dx, kernel),
+        **gemm_geometry(spec, dy.dtype, dy, dx, kernel),
     )
     return dx
 
@@ -246,13 +214,8 @@ def wgrad(dy, x, spec):
              * triton.cdiv(spec.channels_per_group, _NOMINAL_TILE) * taps * spec.groups)
     splits = reduction_splits(tiles, gemm_k, _MIN_PIXELS_PER_SPLIT, _processors(x))
     dkernel = x.new_empty(spec.kernel_shape)
-    partials = x.new_empty((splits, *spec.kernel_shape), dtype=partial_dtype(x.dtype))
-
-    def grid(meta):
-        return (triton.cdiv(spec.filters_per_group, meta["BLOCK_M"])
-                * triton.cdiv(spec.channels_per_group, meta["BLOCK_N"]),
-                taps * spec.groups, splits)
-
+    partials = x.new_empty((splits, *spec.kernel_shape), dtype=accumulator_dtype(x.dtype))
+    grid = gemm_grid(spec.filters_per_group, spec.channels_per_group, taps * spec.groups, splits)
     # Every program stores its whole tile, zeros for an empty batch: partials need no clearing.
     _wgrad_kernel[grid](
         dy, x, partials,
@@ -260,11 +223,7 @@ def wgrad(dy, x, spec):
         spec.in_height, spec.in_width, spec.out_height, spec.out_width,
         spec.pad_top, spec.pad_left, spec.in_channels, splits,
         spec.filters_per_group, spec.channels_per_group, gemm_k,
-        KH=spec.kernel_height, KW=spec.kernel_width,
-        STRIDE_H=spec.strides[0], STRIDE_W=spec.strides[1],
-        DIL_H=spec.dilation_rate[0], DIL_W=spec.dilation_rate[1], GROUPS=spec.groups,
-        ACC=accumulator(x.dtype), INPUT_PRECISION=input_precision(x.dtype),
-        INDEX_64=needs_64bit_index(dy, x, partials),
+        **gemm_geometry(spec, x.dtype, dy, x, partials), GROUPS=spec.groups,
     )
     return _sum_partials(partials, dkernel)
 
@@ -277,7 +236,7 @@ def bias_grad(dy, spec):
     splits = reduction_splits(filter_blocks, rows, _MIN_ROWS_PER_SPLIT, _processors(dy))
     rows_per_split = triton.cdiv(rows, splits)
     dbias = dy.new_empty((spec.filters,))
-    partials = dy.new_empty((splits, spec.filters), dtype=partial_dtype(dy.dtype))
+    partials = dy.new_empty((splits, spec.filters), dtype=accumulator_dtype(dy.dtype))
     _bias_partial_kernel[(filter_blocks, splits)](
         dy, partials, *nhwc_strides(dy, spec.data_format),
         spec.out_height, spec.out_width, spec.filters, rows, rows_per_split,

@@ -1,4 +1,5 @@
-"""Device helpers shared by the kernels."""
+"""Device helpers shared by the kernels: tile order, index ranges, pixel coordinates and bounds,
+reduction slices, the multiply-accumulate step."""
 
 import triton
 import triton.language as tl
@@ -20,11 +21,54 @@ def grouped_tile(pid, GEMM_M, GEMM_N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
+def block_range(first, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):
+    """``first + arange(BLOCK)``, in int64 when offsets may pass 2**31 (``INDEX_64``), so that
+    every offset computed from it is 64-bit too."""
+    offsets = first + tl.arange(0, BLOCK)
+    if INDEX_64:
+        offsets = offsets.to(tl.int64)
+    return offsets
+
+
+@triton.jit
+def split_pixel(pixel, height, width):
+    """(image, row, column) of flat pixel indices over (batch, height, width)."""
+    return pixel // (height * width), (pixel // width) % height, pixel % width
+
+
+@triton.jit
+def inside(y, x, height, width):
+    """Whether pixel (y, x) lies in a height x width image (taps off its edge read zeros)."""
+    return (y >= 0) & (y < height) & (x >= 0) & (x < width)
+
+
+@triton.jit
+def load_pixels(image, y, x, channel, stride_h, stride_w, stride_c, pixel_ok, channel_ok):
+    """The (pixels x channels) tile ``image[y, x, channel]``, zeros where masked off; ``image``
+    holds each pixel's image base pointer."""
+    return tl.load(image[:, None] + y[:, None] * stride_h + x[:, None] * stride_w
+                   + channel[None, :] * stride_c,
+                   mask=pixel_ok[:, None] & channel_ok[None, :], other=0.0)
+
+
+@triton.jit
+def split_slice(split, per_split, length):
+    """[start, end) of slice ``split`` of a reduction of ``length`` cut ``per_split`` a slice."""
+    start = split * per_split
+    return start, min(start + per_split, length)
+
+
+@triton.jit
 def multiply_accumulate(acc, a, b, ACC: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """acc + a @ b: tensor cores through ``tl.dot``, or for float64 a broadcast FMA (no fp64
     ``tl.dot`` is relied on)."""
+    tl.static_assert(a.shape[1] == b.shape[0], "a @ b needs a's columns to be b's rows")
     if ACC == tl.float64:
         acc += tl.sum(a.to(tl.float64)[:, :, None] * b.to(tl.float64)[None, :, :], axis=1)
     else:
+        # tl.dot's tensor-core tiles: every side at least 16 (the FMA configs' K of 8 is float64's)
+        tl.static_assert(a.shape[0] >= 16, "tl.dot needs BLOCK_M >= 16")
+        tl.static_assert(a.shape[1] >= 16, "tl.dot needs BLOCK_K >= 16")
+        tl.static_assert(b.shape[1] >= 16, "tl.dot needs BLOCK_N >= 16")
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
     return acc

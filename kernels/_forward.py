@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from ._autotune import autotune_gemm
-from ._common import grouped_tile, multiply_accumulate
-from ._host import (accumulator, empty_image, input_precision, needs_64bit_index, nhwc_strides,
-                    unit_channel_stride)
+from ._common import (block_range, grouped_tile, inside, load_pixels, multiply_accumulate,
+                      split_pixel)
+from ._host import empty_image, gemm_geometry, gemm_grid, nhwc_strides, unit_channel_stride
 
 
 @triton.jit
@@ -36,8 +36,7 @@ def _first_tap(phase, pad, KSIZE: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.co
     return first
 
 
-@autotune_gemm(key=["GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W",
-                        "INPUT_PRECISION"])
+@autotune_gemm("forward")
 @triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
@@ -56,19 +55,12 @@ def _forward_kernel(
     phase_h = phase // STRIDE_W
     phase_w = phase % STRIDE_W
 
-    pixel = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)      # index among this phase's pixels
-    filt = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)       # filter within the group
-    chan = tl.arange(0, BLOCK_K)                          # input channel within the group
-    if INDEX_64:
-        pixel = pixel.to(tl.int64)
-        filt = filt.to(tl.int64)
-        chan = chan.to(tl.int64)
+    pixel = block_range(tile_m * BLOCK_M, BLOCK_M, INDEX_64)  # index among the phase's pixels
+    filt = block_range(tile_n * BLOCK_N, BLOCK_N, INDEX_64)   # filter within the group
+    chan = block_range(0, BLOCK_K, INDEX_64)                  # input channel within the group
     pixel_ok = pixel < GEMM_M
     filt_ok = filt < GEMM_N
-    pixels_per_image = rows_per_phase * cols_per_phase
-    n = pixel // pixels_per_image
-    qy = (pixel % pixels_per_image) // cols_per_phase
-    qx = pixel % cols_per_phase
+    n, qy, qx = split_pixel(pixel, rows_per_phase, cols_per_phase)
     x_image = x_ptr + n * x_stride_n
     chan_base = group * GEMM_K                            # first input channel of the group
 
@@ -79,8 +71,7 @@ def _forward_kernel(
     chan_blocks = tl.cdiv(GEMM_K, BLOCK_K)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    # One flat loop over (tap row, tap column, channel block) keeps the pipeline full when the
-    # group has few channels.
+    # One flat loop over (tap row, tap column, channel block): see CONTRIBUTING, Tuning notes.
     for step in range(0, taps_h * taps_w * chan_blocks):
         chan_block = step % chan_blocks
         tap = step // chan_blocks
@@ -91,10 +82,8 @@ def _forward_kernel(
         ix = qx + (phase_w + pad_left - tw * DIL_W) // STRIDE_W
         c = chan_block * BLOCK_K + chan
         c_ok = c < GEMM_K
-        row_ok = pixel_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-        a = tl.load(x_image[:, None] + iy[:, None] * x_stride_h + ix[:, None] * x_stride_w
-                    + (chan_base + c)[None, :] * x_stride_c,
-                    mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+        a = load_pixels(x_image, iy, ix, chan_base + c, x_stride_h, x_stride_w, x_stride_c,
+                        pixel_ok & inside(iy, ix, in_h, in_w), c_ok)
         # kernel (KH, KW, filters per group, in_channels), contiguous
         w_row = (th * KW + tw) * GEMM_N
         b = tl.load(w_ptr + (w_row + filt)[None, :] * in_channels + (chan_base + c)[:, None],
@@ -119,29 +108,21 @@ def forward(x, kernel, bias, spec):
     if y.numel() == 0:
         return y
     stride_h, stride_w = spec.strides
-    dil_h, dil_w = spec.dilation_rate
     rows_per_phase = triton.cdiv(spec.out_height, stride_h)
     cols_per_phase = triton.cdiv(spec.out_width, stride_w)
     gemm_m = spec.batch * rows_per_phase * cols_per_phase
     x = unit_channel_stride(x, spec.data_format)
     kernel = kernel.contiguous()
     bias = None if bias is None else bias.contiguous()
-
-    def grid(meta):
-        return (triton.cdiv(gemm_m, meta["BLOCK_M"]) * triton.cdiv(spec.filters_per_group,
-                                                                   meta["BLOCK_N"]),
-                stride_h * stride_w * spec.groups)
-
+    grid = gemm_grid(gemm_m, spec.filters_per_group, stride_h * stride_w * spec.groups)
     _forward_kernel[grid](
         x, kernel, bias, y,
         *nhwc_strides(x, spec.data_format), *nhwc_strides(y, spec.data_format),
         spec.in_height, spec.in_width, spec.out_height, spec.out_width,
         rows_per_phase, cols_per_phase, spec.pad_top, spec.pad_left, spec.in_channels,
         gemm_m, spec.filters_per_group, spec.channels_per_group,
-        KH=spec.kernel_height, KW=spec.kernel_width, STRIDE_H=stride_h, STRIDE_W=stride_w,
-        DIL_H=dil_h, DIL_W=dil_w, TAP_STEP_H=stride_h // math.gcd(stride_h, dil_h),
-        TAP_STEP_W=stride_w // math.gcd(stride_w, dil_w), GROUPS=spec.groups,
-        ACC=accumulator(x.dtype), INPUT_PRECISION=input_precision(x.dtype),
-        INDEX_64=needs_64bit_index(x, y, kernel),
+        **gemm_geometry(spec, x.dtype, x, y, kernel), GROUPS=spec.groups,
+        **{f"TAP_STEP_{axis}": stride // math.gcd(stride, dilation)
+           for axis, stride, dilation in zip("HW", spec.strides, spec.dilation_rate)},
     )
     return y

@@ -74,6 +74,28 @@ def test_torch_cuda_gradcheck_float64():
         lambda x, kernel, bias: tconv.conv2d_transpose(x, kernel, bias, **OPTIONS), inputs)
 
 
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_torch_cuda_compile_fullgraph_forward_and_backward(backend):
+    """torch.compile (inductor, fullgraph) around the op on CUDA, forward and autograd backward,
+    against the float64 reference: one opaque node per pass, the kernels inside."""
+    torch = _torch_cuda()
+    x, kernel, bias = _case(7, np.float32)
+
+    def loss(x, kernel, bias):
+        y = tconv.conv2d_transpose(x, kernel, bias, backend=backend, **OPTIONS)
+        return (y * y).sum(), y
+
+    compiled = torch.compile(loss, fullgraph=True)
+    inputs = [torch.tensor(a, device="cuda", requires_grad=True) for a in (x, kernel, bias)]
+    value, y = compiled(*inputs)
+    value.backward()
+    expected = reference.forward(x, kernel, bias, **REFERENCE_OPTIONS)
+    np.testing.assert_allclose(y.detach().cpu().numpy(), expected, **FLOAT32_TOLERANCE)
+    for got, want in zip((a.grad for a in inputs),
+                         reference.backward(2 * expected, x, kernel, **REFERENCE_OPTIONS)):
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-4, atol=1e-3)
+
+
 def test_cupy_in_cupy_out_on_its_stream_with_reversed_views():
     cupy = _cupy()
     x, kernel, bias = _case(2, np.float32)

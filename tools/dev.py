@@ -2,11 +2,14 @@
 
     python3 tools/dev.py demo   # the main job: tconv against the peers on the seed layer shapes
     python3 tools/dev.py test   # the whole test suite
+    python3 tools/dev.py gpu    # on a lent GPU machine: tools/gpu_job.py (--rehearse: here)
 
 Each creates ``.venv`` in the repository (once; reinstalled when pyproject.toml changes), installs
 tconv editable with what that job needs, then runs it. Extra arguments go to the job (pytest's,
 for ``test``). torch is pinned to the CPU build 2.13.0: a bare ``torch`` pulls a multi-GB CUDA
-build.
+build. ``gpu`` makes no ``.venv`` on the GPU machine (no registry there: it runs on that
+machine's python3 and installs offline, see tools/gpu_job.py); ``gpu --rehearse`` runs in the
+test job's ``.venv``.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ TORCH = "torch==2.13.0"
 JOBS = {
     "demo": {"extras": "bench,jax", "run": ["-m", "tconv", "bench"]},
     "test": {"extras": "test,bench,jax,triton,dask,onnx", "run": ["-m", "pytest"]},
+    "gpu": {"extras": "test,bench,jax,triton,dask,onnx", "run": ["tools/gpu_job.py"]},
 }
 
 
@@ -50,9 +54,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     job = JOBS[argv[0]]
-    _ensure_env(job["extras"])
+    python = sys.executable
+    if argv[0] != "gpu" or "--rehearse" in argv:
+        _ensure_env(job["extras"])
+        python = str(_python())
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([str(_python()), *job["run"], *argv[1:]], cwd=ROOT, env=env).returncode
+    return subprocess.run([python, *job["run"], *argv[1:]], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 import reference
 
 import tconv
+from helpers import reference_options
 
 FRAMEWORKS = ("torch", "jax", "jaxlib", "cupy", "triton", "dask")
 
@@ -32,16 +33,8 @@ def _case(shapes, seed=0, groups=1):
             rng.standard_normal(kernel_shape[2] * groups))
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _reference_options(options):
-    """tconv's keyword options in tests/reference.py's spelling."""
-    return dict(strides=_pair(options.get("strides", 1)), padding=options.get("padding", "valid"),
-                output_padding=None if options.get("output_padding") is None
-                else _pair(options["output_padding"]),
-                dilation=_pair(options.get("dilation_rate", 1)), groups=options.get("groups", 1))
 
 
 def test_import_tconv_imports_no_framework():
@@ -80,7 +73,7 @@ def test_torch_in_torch_out_on_its_device(torch, shapes, options, dtype):
                                torch.tensor(bias, dtype=tdtype), data_format="channels_last",
                                **options)
     assert isinstance(y, torch.Tensor) and y.dtype == tdtype and y.device.type == "cpu"
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(y.numpy(), expected, rtol=tolerance, atol=tolerance)
 
@@ -117,7 +110,7 @@ def test_torch_gradients_match_reference_and_skip_absent_bias(torch):
     y = tconv.conv2d_transpose(xt, kt, data_format="channels_last", **options)
     dy = np.random.default_rng(3).standard_normal(tuple(y.shape))
     y.backward(torch.tensor(dy))
-    dx, dkernel, _ = reference.backward(dy, x, kernel, **_reference_options(options))
+    dx, dkernel, _ = reference.backward(dy, x, kernel, **reference_options(options))
     np.testing.assert_allclose(xt.grad.numpy(), dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(kt.grad.numpy(), dkernel, rtol=1e-12, atol=1e-12)
     # The explicit backward on torch tensors returns torch tensors, dbias included.
@@ -193,7 +186,7 @@ def test_jax_in_jax_out_eager_and_jit(jax, shapes, options):
     jitted = jax.jit(forward)(*arrays)
     assert isinstance(eager, jax.Array) and isinstance(jitted, jax.Array)
     assert eager.devices() == arrays[0].devices()
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     np.testing.assert_allclose(np.asarray(eager), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(jitted), expected, rtol=1e-12, atol=1e-12)
 
@@ -204,7 +197,7 @@ def test_jax_grad_matches_torch_autograd(jax, torch, shapes, options):
     two independent derivations of the same gradients."""
     x, kernel, bias = _case(shapes, seed=7, groups=options.get("groups", 1))
     weights = np.random.default_rng(8).standard_normal(
-        reference.forward(x, kernel, bias, **_reference_options(options)).shape)
+        reference.forward(x, kernel, bias, **reference_options(options)).shape)
 
     def jax_loss(x, kernel, bias):
         y = tconv.conv2d_transpose(x, kernel, bias, data_format="channels_last", **options)
@@ -230,7 +223,7 @@ def test_array_api_strict_in_strict_out():
     y = tconv.conv2d_transpose(xp.asarray(x), xp.asarray(kernel), xp.asarray(bias),
                                data_format="channels_last", **options)
     assert type(y) is type(xp.asarray(x))
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12, atol=1e-12)
     dy = xp.asarray(np.random.default_rng(10).standard_normal(expected.shape))
     grads = tconv.conv2d_transpose_backward(dy, xp.asarray(x), xp.asarray(kernel),
@@ -260,7 +253,7 @@ def test_dask_is_lazy_with_one_task_per_batch_chunk(da):
                                data_format="channels_last", **options)
     assert isinstance(y, da.Array) and computed_blocks == []
     assert y.numblocks == (3, 1, 1, 1) and y.chunks[0] == (2, 2, 2)
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     np.testing.assert_allclose(y.compute(), expected, rtol=1e-12, atol=1e-12)
     assert len(computed_blocks) == 3
 
@@ -270,7 +263,7 @@ def test_dask_other_chunkings_are_rechunked_along_batch(da, data_format):
     x_shape, kernel_shape, options = CASES[1]
     x, kernel, bias = _case(((5,) + x_shape[1:], kernel_shape), seed=12,
                              groups=options.get("groups", 1))
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     x_in = x.transpose(0, 3, 1, 2) if data_format == "channels_first" else x
     # Chunked along every axis, the kernel too: the route must regroup whole images.
     y = tconv.conv2d_transpose(da.from_array(x_in, chunks=2), da.from_array(kernel, chunks=1),
@@ -286,7 +279,7 @@ def test_dask_without_bias_and_backward_equal_reference(da):
     x_shape, kernel_shape, options = CASES[1]
     x, kernel, _ = _case(((5,) + x_shape[1:], kernel_shape), seed=13,
                              groups=options.get("groups", 1))
-    expected = reference.forward(x, kernel, **_reference_options(options))
+    expected = reference.forward(x, kernel, **reference_options(options))
     y = tconv.conv2d_transpose(da.from_array(x, chunks=(2, -1, -1, -1)), da.from_array(kernel),
                                data_format="channels_last", **options)
     np.testing.assert_allclose(y.compute(), expected, rtol=1e-12, atol=1e-12)
@@ -297,7 +290,7 @@ def test_dask_without_bias_and_backward_equal_reference(da):
     assert all(isinstance(g, da.Array) for g in grads)
     assert grads[0].numblocks == (3, 1, 1, 1)
     for got, expected in zip(grads, reference.backward(dy, x, kernel,
-                                                       **_reference_options(options))):
+                                                       **reference_options(options))):
         np.testing.assert_allclose(got.compute(), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -323,5 +316,5 @@ def test_numpy_big_endian_x_with_native_kernel_gives_x_dtype():
                                data_format="channels_last", **options)
     assert y.dtype == np.dtype(">f4")
     expected = reference.forward(x_big_endian, kernel.astype(np.float32),
-                                 bias.astype(np.float32), **_reference_options(options))
+                                 bias.astype(np.float32), **reference_options(options))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)

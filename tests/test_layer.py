@@ -13,16 +13,13 @@ import reference
 
 import tconv
 from tconv import activations
+from helpers import reference_options, to_numpy
 
 RNG = np.random.default_rng(11)
 
 
-def _numpy(array):
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 OPTIONS = [
@@ -46,14 +43,10 @@ def test_every_geometry_argument_matches_the_reference(xp, options):
         xp.asarray(x))
     kernel, bias = layer.get_weights()
     x_last = np.transpose(x, (0, 2, 3, 1)) if channels_first else x
-    expected = np.tanh(reference.forward(
-        x_last, kernel, bias, strides=_pair(options["strides"]), padding=options["padding"],
-        output_padding=None if options.get("output_padding") is None
-        else _pair(options["output_padding"]),
-        dilation=_pair(options.get("dilation_rate", 1))))
+    expected = np.tanh(reference.forward(x_last, kernel, bias, **reference_options(options)))
     if channels_first:
         expected = np.transpose(expected, (0, 3, 1, 2))
-    np.testing.assert_allclose(_numpy(y), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(y), expected, rtol=1e-10, atol=1e-12)
     assert tuple(y.shape) == layer.compute_output_shape(x.shape)
     assert layer.compute_output_shape((None, *x.shape[1:]))[0] is None
 

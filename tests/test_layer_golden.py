@@ -9,12 +9,11 @@ import pytest
 from golden_data import load_cases
 
 import tconv
+from helpers import to_numpy
 
 CASES = load_cases("layer")
 
 
-def _numpy(array):
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
 
 
 @pytest.fixture(params=["numpy", "torch"])
@@ -70,7 +69,7 @@ def test_output_with_every_activation(case, to_xp):
         y = _layer(case, to_xp, activation=name)(to_xp(x))
         expected = case.arrays[f"y_{name}"]
         assert type(y) is type(to_xp(x)) and tuple(y.shape) == expected.shape, name
-        np.testing.assert_allclose(_numpy(y), expected, **_tolerance(expected.dtype),
+        np.testing.assert_allclose(to_numpy(y), expected, **_tolerance(expected.dtype),
                                    err_msg=f"activation {name}")
 
 
@@ -84,14 +83,14 @@ def test_losses(case, to_xp):
     assert len(losses) == len(expected)
     for loss, keras_loss in zip(losses, expected):
         assert tuple(loss.shape) == ()
-        np.testing.assert_allclose(_numpy(loss), keras_loss, rtol=2e-6)
+        np.testing.assert_allclose(to_numpy(loss), keras_loss, rtol=2e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_constraints(case, to_xp):
     layer = _layer(case, to_xp)
     tolerance = _tolerance(case.arrays["kernel"].dtype)
-    np.testing.assert_allclose(_numpy(layer.kernel_constraint(layer.kernel)),
+    np.testing.assert_allclose(to_numpy(layer.kernel_constraint(layer.kernel)),
                                case.arrays["constrained_kernel"], **tolerance)
     layer.apply_constraints()
     expected = [case.arrays[key] for key in ("constrained_kernel", "constrained_bias")
@@ -112,7 +111,7 @@ def test_tf_keras_2_config(case, to_xp):
     layer.set_weights([to_xp(w) for w in _weights(case)])
     y = layer(to_xp(case.arrays["x"]))
     expected = case.arrays[f"y_{config['activation']}"]
-    np.testing.assert_allclose(_numpy(y), expected, **_tolerance(expected.dtype))
+    np.testing.assert_allclose(to_numpy(y), expected, **_tolerance(expected.dtype))
     keras3 = case.params["keras3_config"]
     ours = layer.get_config()
     for key in ("filters", "kernel_size", "strides", "padding", "output_padding", "data_format",
@@ -122,4 +121,4 @@ def test_tf_keras_2_config(case, to_xp):
     for loss, keras_loss in zip(layer.losses, [case.arrays[key] for key in
                                                ("loss_activity", "loss_kernel", "loss_bias")
                                                if key in case.arrays]):
-        np.testing.assert_allclose(_numpy(loss), keras_loss, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(loss), keras_loss, rtol=1e-6)

@@ -12,10 +12,6 @@ from tconv import activations, constraints, initializers, regularizers
 RNG = np.random.default_rng(7)
 
 
-def _numpy(array):
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
-
-
 # --- activations ----------------------------------------------------------------------------------
 
 def test_erfc_matches_math_erfc_to_float64_precision():

@@ -26,6 +26,7 @@ import reference  # noqa: E402  (tests/, on sys.path through conftest)
 import tconv  # noqa: E402
 from tconv import _cpu  # noqa: E402
 from tconv.kernels import _autotune, _backward  # noqa: E402
+from helpers import reference_options
 
 DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the interpreter covers the "
@@ -53,15 +54,8 @@ TOLERANCE = {torch.float16: 2e-3, torch.float32: 1e-5, torch.float64: 1e-12,
              torch.bfloat16: 1e-2}
 
 
-def _reference_options(options):
-    return dict(strides=_pair(options.get("strides", 1)), padding=options.get("padding", "valid"),
-                output_padding=(None if options.get("output_padding") is None
-                                else _pair(options["output_padding"])),
-                dilation=_pair(options.get("dilation_rate", 1)), groups=options.get("groups", 1))
 
 
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _make_inputs(case, dtype, seed=0):
@@ -96,14 +90,14 @@ def _check_forward(case, dtype):
     (x, kernel, bias), (x_t, kernel_t, bias_t) = _make_inputs(case, dtype)
     y = tconv.conv2d_transpose(x_t, kernel_t, bias_t, backend="triton", **options)
     assert y.dtype == dtype and y.device.type == DEVICE
-    expected = reference.forward(x, kernel, bias, **_reference_options(options))
+    expected = reference.forward(x, kernel, bias, **reference_options(options))
     _assert_close(_channels_last(y, options), expected, dtype, f"forward {case}")
 
 
 def _check_backward(case, dtype):
     options = CASES[case][3]
     (x, kernel, _), (x_t, kernel_t, _) = _make_inputs(case, dtype)
-    ref_options = _reference_options(options)
+    ref_options = reference_options(options)
     y_shape = reference.forward(x, kernel, None, **ref_options).shape
     dy = torch.asarray(np.random.default_rng(1).standard_normal(y_shape), dtype=dtype)
     dy_np = dy.double().numpy()

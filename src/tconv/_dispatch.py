@@ -81,15 +81,119 @@ def _implementation(spec: ConvTransposeSpec, x):
     return select_backend(spec.backend, x)
 
 
-def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+KERNEL_AXES = {1: "kernel_w", 2: "kernel_h, kernel_w", 3: "kernel_d, kernel_h, kernel_w"}
+
+
+def _spec(rank, x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
           backend) -> ConvTransposeSpec:
-    if len(kernel.shape) != 4:
-        raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
-                         f"in_channels), got shape {tuple(kernel.shape)}")
-    options = validate_options(2, strides=strides, padding=padding,
+    """The spec of a rank-``rank`` call; rank None is ``x``'s spatial axes (1, 2 or 3)."""
+    if rank is None:
+        rank = _rank_of(x)
+    if len(kernel.shape) != rank + 2:
+        raise ValueError(f"kernel must have rank {rank + 2} ({KERNEL_AXES[rank]}, "
+                         f"filters // groups, in_channels), got shape {tuple(kernel.shape)}")
+    options = validate_options(rank, strides=strides, padding=padding,
                                output_padding=output_padding, data_format=data_format,
                                dilation_rate=dilation_rate, groups=groups, backend=backend)
     return spec_for(options, x.shape, kernel.shape)
+
+
+def _rank_of(x) -> int:
+    """The rank of a transposed convolution taking ``x``: its spatial axes."""
+    if len(x.shape) not in (3, 4, 5):
+        raise ValueError(f"x must have rank 3, 4 or 5 (batch, 1 to 3 spatial axes, channels), "
+                         f"got shape {tuple(x.shape)}")
+    return len(x.shape) - 2
+
+
+def _forward(rank, x, kernel, bias, **options):
+    xp = _namespace(x=x, kernel=kernel, bias=bias)
+    _check_arrays(xp, "x", x=x, kernel=kernel, bias=bias)
+    spec = _spec(rank, x, kernel, **options)
+    if bias is not None and tuple(bias.shape) != (spec.filters,):
+        raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
+                         f"{tuple(bias.shape)}")
+    return _implementation(spec, x).conv2d_transpose(x, kernel, bias, spec)
+
+
+def _backward(rank, dy, x, kernel, **options):
+    xp = _namespace(dy=dy, x=x, kernel=kernel)
+    _check_arrays(xp, "x", x=x, kernel=kernel, dy=dy)
+    spec = _spec(rank, x, kernel, **options)
+    if tuple(dy.shape) != spec.output_shape:
+        raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
+                         f"({spec.data_format}), got {tuple(dy.shape)}")
+    return _implementation(spec, x).conv2d_transpose_backward(dy, x, kernel, spec)
+
+
+def conv_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                   data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Keras ``Conv1DTranspose`` / ``Conv2DTranspose`` / ``Conv3DTranspose`` as one function:
+    the transposed convolution of ``x`` over its 1, 2 or 3 spatial axes.
+
+    Args:
+        x: rank 3, 4 or 5 (the rank of the convolution is ``x``'s minus 2): ``(N, *spatial, C)``
+            for ``channels_last`` or ``(N, C, *spatial)`` for ``channels_first``; any array-API
+            array, as :func:`conv2d_transpose` takes.
+        kernel: ``(*kernel_size, filters // groups, in_channels)``, Keras' layout.
+        bias: ``(filters,)`` or None.
+        strides, dilation_rate, output_padding: an int or one int per spatial axis.
+        padding, data_format, groups, backend: as :func:`conv2d_transpose`.
+
+    Returns:
+        The output, of the caller's namespace, device and dtype, shape
+        ``conv_transpose_output_shape(...)``.
+
+    Raises:
+        TypeError / ValueError naming the argument and the rule, before any compute.
+    """
+    return _forward(None, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend)
+
+
+def conv_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                            data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv_transpose` for an upstream gradient
+    ``dy``, as :func:`conv2d_transpose_backward` for every rank."""
+    return _backward(None, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)
+
+
+def conv1d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                     data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Keras ``Conv1DTranspose`` as a function: :func:`conv_transpose` for a rank-3 ``x``
+    ``(N, W, C)`` / ``(N, C, W)`` and a kernel ``(kernel_w, filters // groups, in_channels)``."""
+    return _forward(1, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend)
+
+
+def conv1d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                              data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv1d_transpose`."""
+    return _backward(1, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)
+
+
+def conv3d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                     data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Keras ``Conv3DTranspose`` as a function: :func:`conv_transpose` for a rank-5 ``x``
+    ``(N, D, H, W, C)`` / ``(N, C, D, H, W)`` and a kernel ``(kernel_d, kernel_h, kernel_w,
+    filters // groups, in_channels)``."""
+    return _forward(3, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend)
+
+
+def conv3d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                              data_format=None, dilation_rate=1, groups=1, backend="auto"):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv3d_transpose`."""
+    return _backward(3, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
@@ -120,14 +224,9 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
     """
-    xp = _namespace(x=x, kernel=kernel, bias=bias)
-    _check_arrays(xp, "x", x=x, kernel=kernel, bias=bias)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend)
-    if bias is not None and tuple(bias.shape) != (spec.filters,):
-        raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
-                         f"{tuple(bias.shape)}")
-    return _implementation(spec, x).conv2d_transpose(x, kernel, bias, spec)
+    return _forward(2, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
@@ -138,14 +237,6 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
     """
-    xp = _namespace(dy=dy, x=x, kernel=kernel)
-    _check_arrays(xp, "x", x=x, kernel=kernel, dy=dy)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend)
-    if tuple(dy.shape) != spec.output_shape:
-        raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
-                         f"({spec.data_format}), got {tuple(dy.shape)}")
-    return _implementation(spec, x).conv2d_transpose_backward(dy, x, kernel, spec)
-
-
-
+    return _backward(2, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend)

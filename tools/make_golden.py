@@ -10,7 +10,8 @@ A case is a plain record, :class:`Recipe` ``(name, kind, params, compute)``:
 
 - ``name``: unique within its kind; its arrays are stored as ``<name>/<array>`` in ``<kind>.npz``;
 - ``kind``: ``"op"`` (the option grid), ``"tutorial"`` (the TF tutorials' layers), ``"layer"``
-  (Keras layer-level behaviour); ``tests/golden_data.py`` loads a kind with ``load_cases(kind)``;
+  (Keras layer-level behaviour), ``"rank1"`` / ``"rank3"`` (Conv1DTranspose / Conv3DTranspose,
+  ``golden_ranks.py``); ``tests/golden_data.py`` loads a kind with ``load_cases(kind)``;
 - ``params``: JSON-able, written verbatim to the manifest;
 - ``compute``: a no-argument callable that runs TensorFlow and returns a dict of NumPy arrays.
 
@@ -341,8 +342,9 @@ def tutorial_recipes() -> list[Recipe]:
 
 
 from golden_layers import layer_recipes  # noqa: E402 (tools/ is on sys.path when this runs)
+from golden_ranks import rank_recipes  # noqa: E402
 
-CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes]
+CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes, rank_recipes]
 
 
 # --- files ----------------------------------------------------------------------------------------

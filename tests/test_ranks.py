@@ -23,6 +23,8 @@ CASES = {
     "3d-s212-same": (3, (3, 2, 4), (3, 2, 3), 4, 5, dict(strides=(2, 1, 2), padding="same")),
     "3d-d2-valid-op-g2": (3, (2, 3, 2), (2, 3, 2), 4, 6, dict(dilation_rate=(2, 1, 1), groups=2,
                                                             output_padding=(0, 0, 0))),
+    # A 'same' kernel 2 shorter than its stride: TF's Conv3D gets dx wrong (tools/golden_ranks.py).
+    "3d-k1-s3-same": (3, (2, 2, 2), (1, 2, 1), 2, 2, dict(strides=(3, 1, 3), padding="same")),
     "3d-s3-same-op-crop-depth": (3, (3, 2, 2), (3, 2, 2), 2, 3, dict(
         strides=(3, 2, 1), padding="same", output_padding=(1, 0, 0), dilation_rate=(1, 1, 2))),
 }

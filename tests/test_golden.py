@@ -1,9 +1,11 @@
 """tconv against the golden outputs TensorFlow/Keras computed (``tools/make_golden.py``).
 
-Every "op", "tutorial" and "tf_nn" case, forward and the three gradients, with the CPU backend on
-NumPy, array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
-case), a fixed subset keeps the file's CI time in check. The Triton backend runs a fixed subset on
-torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
+Every "op", "tutorial", "tf_nn", "rank1" and "rank3" case (Conv2DTranspose, tf.nn's
+conv2d_transpose with output_shape or explicit padding, Conv1DTranspose and Conv3DTranspose),
+forward and the three gradients, through ``tconv.conv_transpose`` with the CPU backend on NumPy,
+array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
+case), a fixed subset keeps the file's CI time in check. The Triton backend runs a fixed subset
+on torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
 """
 
 import importlib.util
@@ -18,17 +20,19 @@ from golden_data import load_cases, manifest
 
 CASES = load_cases("op") + load_cases("tutorial")
 TF_NN_CASES = load_cases("tf_nn")  # tf.nn.conv2d_transpose: output_shape, explicit padding
+RANK_CASES = load_cases("rank1") + load_cases("rank3")
 
 
 def _evenly_spaced(cases, count):
     return cases[:: len(cases) // count][:count]
 
 
-SUBSET_NAMESPACES = {"jax.numpy": _evenly_spaced(CASES, 30)
-                     + _evenly_spaced(TF_NN_CASES, 6)}
+SUBSET_NAMESPACES = {"jax.numpy": _evenly_spaced(CASES, 30) + _evenly_spaced(TF_NN_CASES, 6)
+                     + _evenly_spaced(RANK_CASES, 12)}
 CPU_ITEMS = [(namespace, case) for namespace in NAMESPACES
-             for case in SUBSET_NAMESPACES.get(namespace, CASES + TF_NN_CASES)]
-TRITON_CASES = _evenly_spaced(CASES, 12) + _evenly_spaced(TF_NN_CASES, 6)
+             for case in SUBSET_NAMESPACES.get(namespace, CASES + TF_NN_CASES + RANK_CASES)]
+TRITON_CASES = (_evenly_spaced(CASES, 12) + _evenly_spaced(TF_NN_CASES, 6)
+                + _evenly_spaced(RANK_CASES, 8))
 
 
 def _triton_device():
@@ -70,15 +74,15 @@ def assert_matches(actual, expected, what):
 
 def _check_forward(asarray, case, backend):
     a = case.arrays
-    y = tconv.conv2d_transpose(asarray(a["x"]), asarray(a["kernel"]),
-                               asarray(a["bias"]) if "bias" in a else None,
-                               backend=backend, **_options(case))
+    y = tconv.conv_transpose(asarray(a["x"]), asarray(a["kernel"]),
+                             asarray(a["bias"]) if "bias" in a else None,
+                             backend=backend, **_options(case))
     assert_matches(y, a["y"], "y")
 
 
 def _check_backward(asarray, case, backend):
     a = case.arrays
-    dx, dkernel, dbias = tconv.conv2d_transpose_backward(
+    dx, dkernel, dbias = tconv.conv_transpose_backward(
         asarray(a["dy"]), asarray(a["x"]), asarray(a["kernel"]), backend=backend,
         **_options(case))
     assert_matches(dx, a["dx"], "dx")

@@ -11,7 +11,8 @@ A case is a plain record, :class:`Recipe` ``(name, kind, params, compute)``:
 - ``name``: unique within its kind; its arrays are stored as ``<name>/<array>`` in ``<kind>.npz``;
 - ``kind``: ``"op"`` (the option grid), ``"tutorial"`` (the TF tutorials' layers), ``"layer"``
   (Keras layer-level behaviour), ``"tf_nn"`` (``tf.nn.conv2d_transpose`` with an explicit
-  ``output_shape`` and explicit padding pairs); ``tests/golden_data.py`` loads a kind with
+  ``output_shape`` and explicit padding pairs), ``"rank1"`` / ``"rank3"`` (Conv1DTranspose /
+  Conv3DTranspose, ``golden_ranks.py``); ``tests/golden_data.py`` loads a kind with
   ``load_cases(kind)``;
 - ``params``: JSON-able, written verbatim to the manifest;
 - ``compute``: a no-argument callable that runs TensorFlow and returns a dict of NumPy arrays.
@@ -496,8 +497,9 @@ def tf_nn_recipes() -> list[Recipe]:
 
 
 from golden_layers import layer_recipes  # noqa: E402 (tools/ is on sys.path when this runs)
+from golden_ranks import rank_recipes  # noqa: E402
 
-CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes, tf_nn_recipes]
+CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes, tf_nn_recipes, rank_recipes]
 
 
 # --- files ----------------------------------------------------------------------------------------

@@ -17,8 +17,20 @@ def triton_installed() -> bool:
 
 
 def select_backend(backend: str, x):
-    """The backend module for ``x``: ``"auto"`` runs the Triton kernels on CUDA torch tensors
-    when triton is installed, the array-API CPU path otherwise; ``"triton"`` never falls back."""
+    """The backend for ``x``: ``"auto"`` runs the Triton kernels on CUDA torch tensors when
+    triton is installed, the array-API CPU path otherwise; ``"triton"`` never falls back.
+
+    The backends compute rank 2: a 4-D ``x`` gets the backend module itself, a 3-D or 5-D one
+    (rank 1 or 3) that module lowered by ``_ranks``."""
+    module = _backend_module(backend, x)
+    if len(x.shape) not in (3, 5):
+        return module
+    from . import _ranks
+
+    return _ranks.lowered(module)
+
+
+def _backend_module(backend: str, x):
     if backend == "auto":
         on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
         backend = "triton" if on_cuda and triton_installed() else "cpu"

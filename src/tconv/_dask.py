@@ -23,7 +23,7 @@ from ._spec import ConvTransposeSpec, spec_for
 
 
 def _batch_chunked(x):
-    return x.rechunk({1: -1, 2: -1, 3: -1})
+    return x.rechunk({axis: -1 for axis in range(1, x.ndim)})
 
 
 def _block_implementation(spec: ConvTransposeSpec, x_block):
@@ -50,26 +50,26 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     def block(x_block, kernel, bias):
         return _forward_block(x_block, kernel, bias, spec)
 
-    axes = "nhwc" if spec.data_format == "channels_last" else "nchw"
+    axes = "nabcf"[:x.ndim]   # batch, then the other axes (spatial and channels) in x's order
     return da.blockwise(
         block, axes,
         _batch_chunked(x), axes,
         # Indices absent from the output: the whole (single-chunk) array reaches every task.
-        kernel.rechunk(-1), "ABCD",
-        None if bias is None else bias.rechunk(-1), None if bias is None else "E",
+        kernel.rechunk(-1), "ABCDE"[:kernel.ndim],
+        None if bias is None else bias.rechunk(-1), None if bias is None else "Z",
         adjust_chunks=dict(zip(axes[1:], spec.output_shape[1:])),
-        concatenate=True, dtype=x.dtype, meta=meta_from_array(x, ndim=4),
+        concatenate=True, dtype=x.dtype, meta=meta_from_array(x, ndim=x.ndim),
     )
 
 
 def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     x = _batch_chunked(x)
-    dy = dy.rechunk((x.chunks[0], -1, -1, -1))
+    dy = dy.rechunk((x.chunks[0],) + (-1,) * (x.ndim - 1))
     (kernel_whole,) = kernel.rechunk(-1).to_delayed().ravel()
     # One task per batch chunk yields all three gradients of that chunk.
     parts = [dask.delayed(_backward_block, nout=3)(dy_block, x_block, kernel_whole, spec)
              for dy_block, x_block in zip(dy.to_delayed().ravel(), x.to_delayed().ravel())]
-    meta = meta_from_array(x, ndim=4)
+    meta = meta_from_array(x, ndim=x.ndim)
     dx = da.concatenate([
         da.from_delayed(part[0], shape=(rows,) + spec.input_shape[1:], dtype=x.dtype, meta=meta)
         for part, rows in zip(parts, x.chunks[0])], axis=0)

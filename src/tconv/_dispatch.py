@@ -98,10 +98,10 @@ def _in_dtype_of(result, x):
 
 
 def _framework_route(x):
-    """The route module for arrays that need more than the array API, else the backend module.
+    """The route module for Dask arrays, else None.
 
-    Dask arrays go through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
-    views onto the GPU backend. Routes and backends share one signature, ``conv2d_transpose(x,
+    Dask arrays go through one task per batch chunk (CuPy and eager JAX GPU arrays go through
+    zero-copy torch views onto the GPU backend: ``_implementation``). Routes and backends share one signature, ``conv2d_transpose(x,
     kernel, bias, spec)`` and ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is
     imported only when the caller's arrays come from its framework.
     """
@@ -131,20 +131,139 @@ def _implementation(spec: ConvTransposeSpec, x, is_torch: bool):
     return select_backend(spec.backend, x)
 
 
-def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-          backend, output_shape, is_torch: bool) -> ConvTransposeSpec:
+KERNEL_AXES = {1: "kernel_w", 2: "kernel_h, kernel_w", 3: "kernel_d, kernel_h, kernel_w"}
+
+
+def _spec(rank, x, kernel, is_torch: bool, strides, padding, output_padding, data_format,
+          dilation_rate, groups, backend, output_shape) -> ConvTransposeSpec:
+    """The spec of a rank-``rank`` call; rank None is ``x``'s spatial axes (1, 2 or 3)."""
+    if rank is None:
+        rank = _rank_of(x)
     if data_format is None and is_torch:
         from ._torch_op import configured_data_format
 
         data_format = configured_data_format()
-    if len(kernel.shape) != 4:
-        raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
-                         f"in_channels), got shape {tuple(kernel.shape)}")
-    options = validate_options(2, strides=strides, padding=padding,
+    if len(kernel.shape) != rank + 2:
+        raise ValueError(f"kernel must have rank {rank + 2} ({KERNEL_AXES[rank]}, "
+                         f"filters // groups, in_channels), got shape {tuple(kernel.shape)}")
+    options = validate_options(rank, strides=strides, padding=padding,
                                output_padding=output_padding, data_format=data_format,
                                dilation_rate=dilation_rate, groups=groups, backend=backend,
                                output_shape=output_shape)
     return spec_for(options, x.shape, kernel.shape)
+
+
+def _rank_of(x) -> int:
+    """The rank of a transposed convolution taking ``x``: its spatial axes."""
+    if len(x.shape) not in (3, 4, 5):
+        raise ValueError(f"x must have rank 3, 4 or 5 (batch, 1 to 3 spatial axes, channels), "
+                         f"got shape {tuple(x.shape)}")
+    return len(x.shape) - 2
+
+
+def _forward(rank, x, kernel, bias, **options):
+    is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
+    spec = _spec(rank, x, kernel, is_torch, **options)
+    if bias is not None and tuple(bias.shape) != (spec.filters,):
+        raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
+                         f"{tuple(bias.shape)}")
+    y = _implementation(spec, x, is_torch).conv2d_transpose(
+        *(_in_native_byte_order(a) for a in (x, kernel, bias)), spec)
+    return _in_dtype_of(y, x)
+
+
+def _backward(rank, dy, x, kernel, **options):
+    is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
+    spec = _spec(rank, x, kernel, is_torch, **options)
+    if tuple(dy.shape) != spec.output_shape:
+        raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
+                         f"({spec.data_format}), got {tuple(dy.shape)}")
+    gradients = _implementation(spec, x, is_torch).conv2d_transpose_backward(
+        *(_in_native_byte_order(a) for a in (dy, x, kernel)), spec)
+    return tuple(_in_dtype_of(g, x) for g in gradients)
+
+
+def conv_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                   data_format=None, dilation_rate=1, groups=1, backend="auto",
+                   output_shape=None):
+    """Keras ``Conv1DTranspose`` / ``Conv2DTranspose`` / ``Conv3DTranspose`` as one function:
+    the transposed convolution of ``x`` over its 1, 2 or 3 spatial axes.
+
+    Args:
+        x: rank 3, 4 or 5 (the rank of the convolution is ``x``'s minus 2): ``(N, *spatial, C)``
+            for ``channels_last`` or ``(N, C, *spatial)`` for ``channels_first``; any array-API
+            array, as :func:`conv2d_transpose` takes.
+        kernel: ``(*kernel_size, filters // groups, in_channels)``, Keras' layout.
+        bias: ``(filters,)`` or None.
+        strides, dilation_rate, output_padding: an int or one int per spatial axis.
+        padding, data_format, groups, backend: as :func:`conv2d_transpose`.
+        output_shape: None, or one output size per spatial axis, as :func:`conv2d_transpose`.
+
+    Returns:
+        The output, of the caller's namespace, device and dtype, shape
+        ``conv_transpose_output_shape(...)``.
+
+    Raises:
+        TypeError / ValueError naming the argument and the rule, before any compute.
+    """
+    return _forward(None, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend,
+                    output_shape=output_shape)
+
+
+def conv_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                            data_format=None, dilation_rate=1, groups=1, backend="auto",
+                            output_shape=None):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv_transpose` for an upstream gradient
+    ``dy``, as :func:`conv2d_transpose_backward` for every rank."""
+    return _backward(None, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)
+
+
+def conv1d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                     data_format=None, dilation_rate=1, groups=1, backend="auto",
+                     output_shape=None):
+    """Keras ``Conv1DTranspose`` as a function: :func:`conv_transpose` for a rank-3 ``x``
+    ``(N, W, C)`` / ``(N, C, W)`` and a kernel ``(kernel_w, filters // groups, in_channels)``."""
+    return _forward(1, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend,
+                    output_shape=output_shape)
+
+
+def conv1d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                              data_format=None, dilation_rate=1, groups=1, backend="auto",
+                              output_shape=None):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv1d_transpose`."""
+    return _backward(1, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)
+
+
+def conv3d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                     data_format=None, dilation_rate=1, groups=1, backend="auto",
+                     output_shape=None):
+    """Keras ``Conv3DTranspose`` as a function: :func:`conv_transpose` for a rank-5 ``x``
+    ``(N, D, H, W, C)`` / ``(N, C, D, H, W)`` and a kernel ``(kernel_d, kernel_h, kernel_w,
+    filters // groups, in_channels)``."""
+    return _forward(3, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend,
+                    output_shape=output_shape)
+
+
+def conv3d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                              data_format=None, dilation_rate=1, groups=1, backend="auto",
+                              output_shape=None):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv3d_transpose`."""
+    return _backward(3, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
@@ -189,15 +308,10 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
     """
-    is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend, output_shape, is_torch)
-    if bias is not None and tuple(bias.shape) != (spec.filters,):
-        raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
-                         f"{tuple(bias.shape)}")
-    y = _implementation(spec, x, is_torch).conv2d_transpose(
-        *(_in_native_byte_order(a) for a in (x, kernel, bias)), spec)
-    return _in_dtype_of(y, x)
+    return _forward(2, x, kernel, bias, strides=strides, padding=padding,
+                    output_padding=output_padding, data_format=data_format,
+                    dilation_rate=dilation_rate, groups=groups, backend=backend,
+                    output_shape=output_shape)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
@@ -209,15 +323,7 @@ def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", outp
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
     """
-    is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
-                 backend, output_shape, is_torch)
-    if tuple(dy.shape) != spec.output_shape:
-        raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
-                         f"({spec.data_format}), got {tuple(dy.shape)}")
-    gradients = _implementation(spec, x, is_torch).conv2d_transpose_backward(
-        *(_in_native_byte_order(a) for a in (dy, x, kernel)), spec)
-    return tuple(_in_dtype_of(g, x) for g in gradients)
-
-
-
+    return _backward(2, dy, x, kernel, strides=strides, padding=padding,
+                     output_padding=output_padding, data_format=data_format,
+                     dilation_rate=dilation_rate, groups=groups, backend=backend,
+                     output_shape=output_shape)

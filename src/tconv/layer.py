@@ -1,4 +1,8 @@
-"""``tconv.Conv2DTranspose``: Keras' layer, framework-agnostic, on tconv's op.
+"""``tconv.Conv1DTranspose``, ``Conv2DTranspose``, ``Conv3DTranspose``: Keras' layers,
+framework-agnostic, on tconv's op.
+
+As in Keras 3 (``keras.src.layers.convolutional.base_conv_transpose``), one base class holds the
+layer and each rank is a subclass naming its rank.
 
 The weights are arrays of one namespace and device: those of the first input the layer is called
 on, or of the arrays given to ``set_weights``; a layer built from a shape alone (``build`` or the
@@ -20,11 +24,11 @@ import array_api_compat
 import numpy as np
 
 from . import activations, constraints, initializers, regularizers
-from ._dispatch import conv2d_transpose
+from ._dispatch import conv_transpose
 from ._options import positive_int, standardize_tuple, validate_options
-from ._spec import compute_output_shape
+from ._spec import SPATIAL_NAMES, compute_output_shape
 
-__all__ = ["Conv2DTranspose"]
+__all__ = ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # Keras' mixed policies: variables in float32, computation in the half type.
@@ -59,12 +63,15 @@ def _to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-class Conv2DTranspose:
-    """Keras' ``Conv2DTranspose`` layer (Keras 3 signature and semantics).
+class BaseConvTranspose:
+    """Keras' transposed convolution layer of rank ``rank`` (a class attribute: 1, 2 or 3),
+    Keras 3 signature and semantics.
 
     Args:
         filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate:
-            as :func:`tconv.conv2d_transpose` (``data_format=None`` is Keras' configured one).
+            as :func:`tconv.conv_transpose` (``data_format=None`` is Keras' configured one);
+            ``kernel_size``, ``strides``, ``dilation_rate`` and ``output_padding`` are an int or
+            one int per spatial axis.
         activation: None, a Keras activation name (see ``tconv.activations``) or a callable.
         use_bias: whether the layer has a bias.
         kernel_initializer, bias_initializer: a Keras initializer name, config dict, instance
@@ -80,18 +87,20 @@ class Conv2DTranspose:
             weights).
     """
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
-                 output_padding=None, data_format=None, dilation_rate=(1, 1), activation=None,
+    rank: int
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 output_padding=None, data_format=None, dilation_rate=1, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):
         unknown = sorted(set(kwargs) - set(LAYER_KWARGS))
         if unknown:
-            raise ValueError(f"unrecognized keyword arguments passed to Conv2DTranspose: "
+            raise ValueError(f"unrecognized keyword arguments passed to {type(self).__name__}: "
                              f"{unknown}; valid ones are the Keras arguments and {LAYER_KWARGS}")
         self.filters = positive_int(filters, "filters")
-        self.kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
-        self._options = validate_options(2, strides=strides, padding=padding,
+        self.kernel_size = standardize_tuple(kernel_size, self.rank, "kernel_size", minimum=1)
+        self._options = validate_options(self.rank, strides=strides, padding=padding,
                                          output_padding=output_padding, data_format=data_format,
                                          dilation_rate=dilation_rate)
         self.activation = activations.get(activation)
@@ -106,7 +115,7 @@ class Conv2DTranspose:
         name = kwargs.get("name")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {name!r}")
-        self.name = name or _unique_name("conv2d_transpose")
+        self.name = name or _unique_name(f"conv{self.rank}d_transpose")
         self.dtype_policy = _dtype_policy_name(kwargs.get("dtype"))
         self.trainable = bool(kwargs.get("trainable", True))
         self.kernel = None
@@ -144,17 +153,17 @@ class Conv2DTranspose:
 
     def __call__(self, inputs):
         xp = array_api_compat.array_namespace(inputs)
+        in_channels = self._in_channels(inputs.shape)
         if not self.built:
-            self._create_weights(xp, array_api_compat.device(inputs),
-                                 self._in_channels(inputs.shape))
+            self._create_weights(xp, array_api_compat.device(inputs), in_channels)
         self._check_namespace(xp, inputs)
         compute_dtype = self._xp_dtype(xp, self.compute_dtype)
         if xp.isdtype(inputs.dtype, "real floating") and inputs.dtype != compute_dtype:
             inputs = xp.astype(inputs, compute_dtype)
         kernel, bias = (None if weight is None else xp.astype(weight, compute_dtype, copy=False)
                         for weight in (self.kernel, self.bias))
-        outputs = self.activation(conv2d_transpose(inputs, kernel, bias,
-                                                   **self._options.keywords()))
+        outputs = self.activation(conv_transpose(inputs, kernel, bias,
+                                                 **self._options.keywords()))
         self._activity_losses = []
         if self.activity_regularizer is not None:
             # Keras 3 divides by the batch size, so the penalty does not grow with the batch.
@@ -248,21 +257,21 @@ class Conv2DTranspose:
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> Conv2DTranspose:
-        """A layer from a Keras 3 or tf.keras 2 ``Conv2DTranspose`` config: tf.keras 2's
+    def from_config(cls, config: dict) -> BaseConvTranspose:
+        """A layer from a Keras 3 or tf.keras 2 config of this class: tf.keras 2's
         ``batch_input_shape`` builds the layer (as its ``input_shape``), its ``groups`` must be
-        1 (Keras' Conv2DTranspose has no groups)."""
+        1 (Keras' transposed convolution layers have no groups)."""
         config = dict(config)
         batch_input_shape = config.pop("batch_input_shape", None)
         groups = config.pop("groups", 1)
         if groups != 1:
-            raise ValueError(f"groups must be 1 in a Conv2DTranspose config, got {groups!r}")
+            raise ValueError(f"groups must be 1 in a {cls.__name__} config, got {groups!r}")
         if batch_input_shape is not None:
             config.setdefault("input_shape", tuple(batch_input_shape[1:]))
         return cls(**config)
 
     def __repr__(self) -> str:
-        return (f"Conv2DTranspose(name={self.name!r}, filters={self.filters}, "
+        return (f"{type(self).__name__}(name={self.name!r}, filters={self.filters}, "
                 f"kernel_size={self.kernel_size}, built={self.built})")
 
     # --- helpers ------------------------------------------------------------------------------
@@ -273,9 +282,9 @@ class Conv2DTranspose:
 
     def _in_channels(self, input_shape) -> int:
         input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
-            raise ValueError(f"{self.name}: inputs must have rank 4 (batch included), got shape "
-                             f"{input_shape}")
+        if len(input_shape) != self.rank + 2:
+            raise ValueError(f"{self.name}: inputs must have rank {self.rank + 2} (batch, "
+                             f"{SPATIAL_NAMES[self.rank]}, channels), got shape {input_shape}")
         channels = input_shape[-1 if self.data_format == "channels_last" else 1]
         if channels is None:
             raise ValueError(f"{self.name}: the channel dimension of the inputs must be known, "
@@ -309,3 +318,26 @@ class Conv2DTranspose:
                 f"{self.name}: the weights are {type(self.kernel).__module__} arrays but the "
                 f"inputs are {type(inputs).__module__} arrays: convert get_weights() to the "
                 f"inputs' kind and device and pass them to set_weights first")
+
+
+class Conv1DTranspose(BaseConvTranspose):
+    """Keras' ``Conv1DTranspose``: inputs ``(N, W, C)`` / ``(N, C, W)``, kernel ``(kernel_w,
+    filters, in_channels)``; the arguments are :class:`BaseConvTranspose`'s."""
+
+    rank = 1
+
+
+class Conv2DTranspose(BaseConvTranspose):
+    """Keras' ``Conv2DTranspose``: inputs ``(N, H, W, C)`` / ``(N, C, H, W)``, kernel
+    ``(kernel_h, kernel_w, filters, in_channels)``; the arguments are
+    :class:`BaseConvTranspose`'s."""
+
+    rank = 2
+
+
+class Conv3DTranspose(BaseConvTranspose):
+    """Keras' ``Conv3DTranspose``: inputs ``(N, D, H, W, C)`` / ``(N, C, D, H, W)``, kernel
+    ``(kernel_d, kernel_h, kernel_w, filters, in_channels)``; the arguments are
+    :class:`BaseConvTranspose`'s."""
+
+    rank = 3

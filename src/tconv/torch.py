@@ -1,6 +1,6 @@
-"""``tconv.torch``: Keras' ``Conv2DTranspose`` layer as a torch ``nn.Module``, and drop-ins for
-torch's own ``nn.ConvTranspose2d`` and ``nn.functional.conv_transpose2d`` on tconv's op (Triton
-kernels on CUDA, the CPU path elsewhere).
+"""``tconv.torch``: Keras' ``Conv1DTranspose``, ``Conv2DTranspose`` and ``Conv3DTranspose`` layers
+as torch ``nn.Module``s, and drop-ins for torch's own ``nn.ConvTranspose2d`` and
+``nn.functional.conv_transpose2d`` on tconv's op (Triton kernels on CUDA, the CPU path elsewhere).
 
 Imported on first use (``import tconv.torch`` or ``tconv.torch``), never by ``import tconv``.
 """
@@ -11,28 +11,33 @@ import math
 
 import torch
 
-from ._dispatch import conv2d_transpose
+from ._dispatch import conv2d_transpose, conv_transpose
 from ._options import positive_int, standardize_tuple, validate_options
+from ._spec import SPATIAL_NAMES
 
-__all__ = ["Conv2DTranspose", "ConvTranspose2d", "conv_transpose2d"]
+__all__ = ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "ConvTranspose2d",
+           "conv_transpose2d"]
 
 
-class Conv2DTranspose(torch.nn.Module):
-    """Keras ``Conv2DTranspose`` with the parameters of its build: ``kernel`` in Keras' layout
-    ``(kernel_h, kernel_w, filters // groups, in_channels)`` and ``bias`` ``(filters,)``, both
-    initialized as Keras does (``glorot_uniform``, ``zeros``).
+class _ConvTransposeNd(torch.nn.Module):
+    """Keras' transposed convolution layer of rank ``rank`` (a class attribute) with the
+    parameters of its build: ``kernel`` in Keras' layout ``(*kernel_size, filters // groups,
+    in_channels)`` and ``bias`` ``(filters,)``, both initialized as Keras does
+    (``glorot_uniform``, ``zeros``).
 
     Unlike Keras the input channel count is given up front (torch modules build eagerly), and
     ``data_format`` defaults to torch's ``channels_first``; ``None`` means Keras' configured
-    ``image_data_format``. The other arguments are :func:`tconv.conv2d_transpose`'s.
+    ``image_data_format``. The other arguments are :func:`tconv.conv_transpose`'s.
     """
+
+    rank: int
 
     def __init__(self, in_channels, filters, kernel_size, strides=1, padding="valid",
                  output_padding=None, dilation_rate=1, groups=1, use_bias=True,
                  data_format="channels_first", device=None, dtype=None):
         super().__init__()
-        self.kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
-        options = validate_options(2, strides=strides, padding=padding,
+        self.kernel_size = standardize_tuple(kernel_size, self.rank, "kernel_size", minimum=1)
+        options = validate_options(self.rank, strides=strides, padding=padding,
                                    output_padding=output_padding, data_format=data_format,
                                    dilation_rate=dilation_rate, groups=groups,
                                    filters=filters, in_channels=in_channels)
@@ -55,11 +60,11 @@ class Conv2DTranspose(torch.nn.Module):
 
     def reset_parameters(self) -> None:
         """Keras' ``glorot_uniform`` for the kernel, with Keras' fans for a conv kernel ``(...,
-        fan_in axis, fan_out axis)``: ``fan_in = kh*kw*(filters // groups)``, ``fan_out =
-        kh*kw*in_channels``; zeros for the bias."""
-        receptive_field = self.kernel_size[0] * self.kernel_size[1]
-        fan_in = receptive_field * self.kernel.shape[2]
-        fan_out = receptive_field * self.kernel.shape[3]
+        fan_in axis, fan_out axis)``: ``fan_in = prod(kernel_size)*(filters // groups)``,
+        ``fan_out = prod(kernel_size)*in_channels``; zeros for the bias."""
+        receptive_field = math.prod(self.kernel_size)
+        fan_in = receptive_field * self.kernel.shape[-2]
+        fan_out = receptive_field * self.kernel.shape[-1]
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         with torch.no_grad():
             self.kernel.uniform_(-limit, limit)
@@ -67,10 +72,14 @@ class Conv2DTranspose(torch.nn.Module):
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d_transpose(x, self.kernel, self.bias, strides=self.strides,
-                                padding=self.padding, output_padding=self.output_padding,
-                                data_format=self.data_format, dilation_rate=self.dilation_rate,
-                                groups=self.groups)
+        if x.ndim != self.rank + 2:
+            raise ValueError(f"{type(self).__name__} takes inputs of rank {self.rank + 2} (N, C, "
+                             f"{SPATIAL_NAMES[self.rank]} or N, {SPATIAL_NAMES[self.rank]}, C), "
+                             f"got shape {tuple(x.shape)}")
+        return conv_transpose(x, self.kernel, self.bias, strides=self.strides,
+                              padding=self.padding, output_padding=self.output_padding,
+                              data_format=self.data_format, dilation_rate=self.dilation_rate,
+                              groups=self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, "
@@ -79,6 +88,32 @@ class Conv2DTranspose(torch.nn.Module):
                 f"groups={self.groups}, use_bias={self.bias is not None}, "
                 f"data_format={self.data_format!r}")
 
+
+# --- Keras' layers, one per rank -------------------------------------------------------------
+
+class Conv1DTranspose(_ConvTransposeNd):
+    """Keras ``Conv1DTranspose`` as a module: inputs ``(N, C, W)`` (``channels_first``) or
+    ``(N, W, C)``, ``kernel`` ``(kernel_w, filters // groups, in_channels)``."""
+
+    rank = 1
+
+
+class Conv2DTranspose(_ConvTransposeNd):
+    """Keras ``Conv2DTranspose`` as a module: inputs ``(N, C, H, W)`` (``channels_first``) or
+    ``(N, H, W, C)``, ``kernel`` ``(kernel_h, kernel_w, filters // groups, in_channels)``."""
+
+    rank = 2
+
+
+class Conv3DTranspose(_ConvTransposeNd):
+    """Keras ``Conv3DTranspose`` as a module: inputs ``(N, C, D, H, W)`` (``channels_first``)
+    or ``(N, D, H, W, C)``, ``kernel`` ``(kernel_d, kernel_h, kernel_w, filters // groups,
+    in_channels)``."""
+
+    rank = 3
+
+
+# --- drop-ins for torch's own --------------------------------------------------------------
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1):

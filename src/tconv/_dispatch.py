@@ -101,9 +101,10 @@ def _framework_route(x):
     """The route module for Dask arrays, else None.
 
     Dask arrays go through one task per batch chunk (CuPy and eager JAX GPU arrays go through
-    zero-copy torch views onto the GPU backend: ``_implementation``). Routes and backends share one signature, ``conv2d_transpose(x,
-    kernel, bias, spec)`` and ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is
-    imported only when the caller's arrays come from its framework.
+    zero-copy torch views onto the GPU backend: ``_implementation``). Routes and backends share
+    one signature, ``conv2d_transpose(x, kernel, bias, spec)`` and
+    ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is imported only when the
+    caller's arrays come from its framework.
     """
     if array_api_compat.is_dask_array(x):
         from . import _dask

@@ -8,9 +8,12 @@ Launchers take torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``) in the 
 - :func:`wgrad` ``(dy, x, spec) -> dkernel``
 - :func:`bias_grad` ``(dy, spec) -> dbias``
 - :func:`gradients` ``(dy, x, kernel, spec) -> (dx, dkernel, dbias)``
+
+``INTERPRETED`` says whether triton was imported with its CPU interpreter on.
 """
 
+from ._autotune import INTERPRETED
 from ._backward import bias_grad, dgrad, gradients, wgrad
 from ._forward import forward
 
-__all__ = ["bias_grad", "dgrad", "forward", "gradients", "wgrad"]
+__all__ = ["INTERPRETED", "bias_grad", "dgrad", "forward", "gradients", "wgrad"]

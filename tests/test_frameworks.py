@@ -133,7 +133,7 @@ def test_torch_opcheck_fake_schema_and_autograd_registration(torch):
     x, kernel, bias = _case((CASES[0][0], CASES[0][1]), seed=4)
     args = (torch.tensor(x, requires_grad=True), torch.tensor(kernel, requires_grad=True),
             torch.tensor(bias, requires_grad=True), [2, 1], "same", None, "channels_last", [1, 1],
-            1, "auto")
+            1, "auto", None, None)
     torch.library.opcheck(_torch_op.conv2d_transpose_op, args)
     dy = torch.randn(2, 6, 4, 3, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(_torch_op.conv2d_transpose_backward_op, (dy,) + args[:2] + args[3:])
@@ -309,3 +309,19 @@ def test_dask_bad_options_raise_before_compute(da):
     with pytest.raises(ValueError, match="output_padding"):
         tconv.conv2d_transpose(x, da.zeros((2, 2, 1, 2)), data_format="channels_last",
                                output_padding=1)
+
+
+# ---------------------------------------------------------------------------------------- NumPy
+
+
+def test_numpy_big_endian_x_with_native_kernel_gives_x_dtype():
+    """Same kind and size, another byte order: one float dtype to tconv, computed natively."""
+    x_shape, kernel_shape, options = CASES[1]
+    x, kernel, bias = _case((x_shape, kernel_shape), seed=16, groups=options.get("groups", 1))
+    x_big_endian = x.astype(">f4")
+    y = tconv.conv2d_transpose(x_big_endian, kernel.astype(np.float32), bias.astype(np.float32),
+                               data_format="channels_last", **options)
+    assert y.dtype == np.dtype(">f4")
+    expected = reference.forward(x_big_endian, kernel.astype(np.float32),
+                                 bias.astype(np.float32), **_reference_options(options))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)

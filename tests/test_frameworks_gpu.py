@@ -148,15 +148,14 @@ def test_gpu_route_round_trip_rehearsed_on_host(monkeypatch):
     jax.config.update("jax_enable_x64", True)
     monkeypatch.setattr(_interop, "_on_callers_stream", lambda x: contextlib.nullcontext())
     x, kernel, bias = _case(5)
-    spec = tconv.make_spec(x.shape, kernel.shape, **OPTIONS)
+    spec = tconv.make_spec(x.shape, kernel.shape, backend="cpu", **OPTIONS)
     arrays = [jax.numpy.asarray(a) for a in (x, kernel, bias)]
-    y = _interop.conv2d_transpose(*arrays, spec, None, "cpu")
+    y = _interop.conv2d_transpose(*arrays, spec)
     assert isinstance(y, jax.Array)
     expected = reference.forward(x, kernel, bias, **REFERENCE_OPTIONS)
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12, atol=1e-12)
     dy = np.random.default_rng(6).standard_normal(expected.shape)
-    grads = _interop.conv2d_transpose_backward(jax.numpy.asarray(dy), *arrays[:2], spec, None,
-                                               "cpu")
+    grads = _interop.conv2d_transpose_backward(jax.numpy.asarray(dy), *arrays[:2], spec)
     for got, want in zip(grads, reference.backward(dy, x, kernel, **REFERENCE_OPTIONS)):
         assert isinstance(got, jax.Array)
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)

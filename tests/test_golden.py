@@ -1,7 +1,7 @@
 """tconv against the golden outputs TensorFlow/Keras computed (``tools/make_golden.py``).
 
-Every "op" and "tutorial" case, forward and the three gradients, with the CPU backend on NumPy,
-array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
+Every "op", "tutorial" and "tf_nn" case, forward and the three gradients, with the CPU backend on
+NumPy, array-api-strict and torch; on JAX, whose eager ops compile once per new shape (about a second a
 case), a fixed subset keeps the file's CI time in check. The Triton backend runs a fixed subset on
 torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
 """
@@ -17,16 +17,18 @@ from conftest import NAMESPACES
 from golden_data import load_cases, manifest
 
 CASES = load_cases("op") + load_cases("tutorial")
+TF_NN_CASES = load_cases("tf_nn")  # tf.nn.conv2d_transpose: output_shape, explicit padding
 
 
-def _evenly_spaced(count):
-    return CASES[:: len(CASES) // count][:count]
+def _evenly_spaced(cases, count):
+    return cases[:: len(cases) // count][:count]
 
 
-SUBSET_NAMESPACES = {"jax.numpy": _evenly_spaced(30)}
+SUBSET_NAMESPACES = {"jax.numpy": _evenly_spaced(CASES, 30)
+                     + _evenly_spaced(TF_NN_CASES, 6)}
 CPU_ITEMS = [(namespace, case) for namespace in NAMESPACES
-             for case in SUBSET_NAMESPACES.get(namespace, CASES)]
-TRITON_CASES = _evenly_spaced(12)
+             for case in SUBSET_NAMESPACES.get(namespace, CASES + TF_NN_CASES)]
+TRITON_CASES = _evenly_spaced(CASES, 12) + _evenly_spaced(TF_NN_CASES, 6)
 
 
 def _triton_device():
@@ -50,9 +52,11 @@ TRITON_DEVICE = _triton_device()
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
+OPTIONS = ("strides", "padding", "output_padding", "output_shape", "data_format", "dilation_rate")
+
+
 def _options(case):
-    return {key: case.params[key] for key in
-            ("strides", "padding", "output_padding", "data_format", "dilation_rate")}
+    return {key: case.params[key] for key in OPTIONS if key in case.params}
 
 
 def assert_matches(actual, expected, what):
@@ -122,11 +126,27 @@ def test_backward_triton(triton_asarray, case):
 
 
 def test_every_refused_geometry_is_one_keras_cannot_shape():
-    """The manifest's refusals are TF's size check on 'same' with an explicit output_padding
+    """The manifest's refusals of the option grid are TF's size check on 'same' with an explicit
+    output_padding
     (ceil(out / stride) != in), nothing else: no case was dropped for another reason."""
-    refused = manifest()["refused"]
+    refused = [entry for entry in manifest()["refused"] if entry["kind"] == "op"]
     assert refused
     for entry in refused:
         assert "Size of out_backprop doesn't match computed" in entry["error"], entry
         assert entry["params"]["padding"].lower() == "same", entry
         assert entry["params"]["output_padding"] is not None, entry
+
+
+@pytest.mark.parametrize("entry", [entry for entry in manifest()["refused"]
+                                   if entry["kind"] == "tf_nn"], ids=lambda entry: entry["name"])
+def test_output_shapes_tf_refuses_are_refused_naming_the_admitted_range(entry):
+    """TF refuses the sizes next to the admitted ones on each side: so does tconv, before any
+    compute, saying which sizes it admits."""
+    p = entry["params"]
+    spatial = (p["height"], p["width"])
+    x_shape = ((p["batch"], p["in_channels"], *spatial) if p["data_format"] == "channels_first"
+               else (p["batch"], *spatial, p["in_channels"]))
+    x = np.zeros(x_shape, p["dtype"])
+    kernel = np.zeros((*p["kernel_size"], p["filters"], p["in_channels"]), p["dtype"])
+    with pytest.raises(ValueError, match=r"output_shape.*between \d+ and \d+"):
+        tconv.conv2d_transpose(x, kernel, **{key: p[key] for key in OPTIONS if key in p})

@@ -231,7 +231,7 @@ def test_misspelled_names_list_the_valid_ones(argument, value, message):
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(filters=0), ValueError, "filters must be a positive int"),
-    (dict(filters=2.5), ValueError, "filters must be a positive int"),
+    (dict(filters=2.5), TypeError, "filters must be a positive int"),
     (dict(kernel_size=(3, 0)), ValueError, "kernel_size must be positive"),
     (dict(strides=0), ValueError, "strides must be positive"),
     (dict(padding="full"), ValueError, "padding must be 'valid' or 'same'"),

@@ -85,3 +85,17 @@ def test_bad_arguments_raise_at_construction(arguments, error, match):
     options = dict(in_channels=4, filters=6, kernel_size=3) | arguments
     with pytest.raises(error, match=match):
         tconv_torch.Conv2DTranspose(**options)
+
+
+def test_options_valid_for_some_input_construct():
+    """'same' with output_padding=0 and kernel 4 > stride 2 has pixels from a 2x2 input on: the
+    options are valid, whatever a one-pixel input would give."""
+    torch.manual_seed(4)
+    layer = tconv_torch.Conv2DTranspose(8, 8, 4, strides=2, padding="same", output_padding=0,
+                                        dtype=torch.float64)
+    x = torch.randn(1, 8, 2, 3, dtype=torch.float64)
+    # Keras' crop here is 2 on each side, which torch's padding=2 also crops.
+    expected = torch.nn.functional.conv_transpose2d(x, layer.kernel.permute(3, 2, 0, 1),
+                                                    layer.bias, stride=2, padding=2)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    assert layer(x).shape == (1, 8, 2, 4)

@@ -201,13 +201,13 @@ def test_non_torch_arrays_are_refused_by_the_triton_backend():
 
 
 def test_auto_backend_keeps_cpu_tensors_on_the_cpu_path():
-    from tconv import _dispatch
+    from tconv import _backends
 
-    assert _dispatch._select_backend("auto", torch.ones(1)) is _cpu
+    assert _backends.select_backend("auto", torch.ones(1)) is _cpu
     if CUDA:
         from tconv import _triton
 
-        assert _dispatch._select_backend("auto", torch.ones(1, device="cuda")) is _triton
+        assert _backends.select_backend("auto", torch.ones(1, device="cuda")) is _triton
 
 
 def test_config_pruning_keeps_the_dtype_path_and_fitting_tiles():

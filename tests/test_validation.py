@@ -40,10 +40,11 @@ CASES = [
     (ValueError, ["groups"], lambda: _forward(groups=0)),
     (TypeError, ["groups"], lambda: _forward(groups=1.0)),
     (ValueError, ["padding", "'valid' or 'same'"], lambda: _forward(padding="full")),
-    (TypeError, ["padding"], lambda: _forward(padding=1)),
+    (TypeError, ["padding"], lambda: _forward(padding=1.5)),
     (TypeError, ["strides"], lambda: _forward(strides=2.0)),
     (TypeError, ["strides"], lambda: _forward(strides=True)),
-    (TypeError, ["strides"], lambda: _forward(strides=(1, 2, 3))),
+    (ValueError, ["strides", "tuple of 2 ints", "3 values"], lambda: _forward(strides=(1, 2, 3))),
+    (TypeError, ["strides"], lambda: _forward(strides=(1, 2.0))),
     (ValueError, ["strides", "positive"], lambda: _forward(strides=0)),
     (ValueError, ["dilation_rate", "positive"], lambda: _forward(dilation_rate=(1, -1))),
     (TypeError, ["dilation_rate"], lambda: _forward(dilation_rate="2")),
@@ -91,15 +92,39 @@ def test_arrays_of_different_libraries_are_refused():
 def test_output_shape_arguments_are_validated():
     with pytest.raises(ValueError, match="input_shape.*rank 4"):
         tconv.conv2d_transpose_output_shape((4, 4, 3), 3, 5)
-    with pytest.raises(TypeError, match="kernel_size"):
+    with pytest.raises(ValueError, match="kernel_size.*tuple of 2 ints"):
         tconv.conv2d_transpose_output_shape((None, 4, 4, 3), (3, 3, 3), 5)
     with pytest.raises(ValueError, match="filters"):
         tconv.conv2d_transpose_output_shape((None, 4, 4, 3), 3, 0)
 
 
 def test_triton_backend_without_triton_says_how_to_get_it(monkeypatch):
-    from tconv import _dispatch
+    from tconv import _backends
 
-    monkeypatch.setattr(_dispatch, "_triton_installed", lambda: False)
+    monkeypatch.setattr(_backends, "triton_installed", lambda: False)
     with pytest.raises(ValueError, match="backend='triton'.*triton package is not installed"):
         _forward(backend="triton")
+
+
+def test_a_keras_json_naming_no_data_format_is_refused_naming_file_and_value(tmp_path,
+                                                                            monkeypatch):
+    (tmp_path / "keras.json").write_text('{"image_data_format": "NHWC"}')
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"image_data_format in .*keras\.json.*'NHWC'"):
+        _forward()
+
+
+def test_options_are_checked_without_an_input():
+    """Every rule that needs no input shape holds at construction; a geometry that only some
+    inputs cannot take (1x1 input, k=4, 'same', output_padding=0) is not refused there."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    import tconv.torch
+
+    module = tconv.torch.Conv2DTranspose(8, 8, 4, strides=2, padding="same", output_padding=0)
+    assert module.kernel.shape == (4, 4, 8, 8)
+    layer = tconv.Conv2DTranspose(8, 4, strides=2, padding="same", output_padding=0)
+    assert layer.compute_output_shape((None, 2, 2, 3)) == (None, 2, 2, 8)
+    with pytest.raises(ValueError, match="groups must divide filters"):
+        tconv.torch.Conv2DTranspose(8, 6, 3, groups=4)
+    with pytest.raises(ValueError, match="output_padding.*lower than strides"):
+        tconv.Conv2DTranspose(8, 3, strides=2, output_padding=2)

@@ -21,7 +21,7 @@ VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
 JOBS = {
     "demo": {"extras": "bench,jax", "run": ["-m", "tconv", "bench"]},
-    "test": {"extras": "test,bench,jax,triton,dask", "run": ["-m", "pytest"]},
+    "test": {"extras": "test,bench,jax,triton,dask,onnx", "run": ["-m", "pytest"]},
 }
 
 

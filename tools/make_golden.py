@@ -10,7 +10,9 @@ A case is a plain record, :class:`Recipe` ``(name, kind, params, compute)``:
 
 - ``name``: unique within its kind; its arrays are stored as ``<name>/<array>`` in ``<kind>.npz``;
 - ``kind``: ``"op"`` (the option grid), ``"tutorial"`` (the TF tutorials' layers), ``"layer"``
-  (Keras layer-level behaviour); ``tests/golden_data.py`` loads a kind with ``load_cases(kind)``;
+  (Keras layer-level behaviour), ``"tf_nn"`` (``tf.nn.conv2d_transpose`` with an explicit
+  ``output_shape`` and explicit padding pairs); ``tests/golden_data.py`` loads a kind with
+  ``load_cases(kind)``;
 - ``params``: JSON-able, written verbatim to the manifest;
 - ``compute``: a no-argument callable that runs TensorFlow and returns a dict of NumPy arrays.
 
@@ -31,6 +33,13 @@ CPU kernels cannot run are computed through exact identities, recorded per case 
 - ``dilation_rate > 1`` (CPU refuses dilation): the layer at dilation 1 with the dilated kernel
   (zeros between the taps, which add exact zeros), its kernel gradient read at the taps (the chain
   rule of inserting zeros).
+
+The "tf_nn" cases hold the same arrays from ``tf.nn.conv2d_transpose`` (then ``tf.nn.bias_add``
+when used) with ``output_shape`` given: for each geometry every output size TF admits (the sizes
+whose forward convolution gives back the input's size) and, in ``refused``, the nearest sizes it
+refuses on each side. Their params are tconv's arguments (``padding`` is ``"same"``/``"valid"`` or
+``[[top, bottom], [left, right]]``, ``output_shape`` ``[H, W]``) plus TF's spelling
+(``tf_padding``, ``tf_data_format``); the same two identities apply (``tf_computed_as``).
 """
 
 from __future__ import annotations
@@ -340,9 +349,155 @@ def tutorial_recipes() -> list[Recipe]:
     return recipes
 
 
+# --- tf.nn.conv2d_transpose: an explicit output_shape, explicit padding pairs ---------------
+
+# (batch, (h, w), in_channels, filters, kernel_size, strides, dilations, padding, data_format,
+# dtype, use_bias). padding is TF's "SAME"/"VALID" or explicit (top, bottom), (left, right)
+# crops, which TF spells [[0, 0], [t, b], [l, r], [0, 0]] (NHWC) or [[0, 0], [0, 0], [t, b],
+# [l, r]] (NCHW). Every output size TF admits is a case; dilation only at stride 1, as TF
+# allows it.
+TF_NN_GEOMETRIES = [
+    (2, (3, 4), 3, 2, (3, 3), (2, 2), (1, 1), "SAME", "NHWC", "float32", True),
+    (1, (4, 3), 2, 3, (4, 3), (3, 2), (1, 1), "SAME", "NCHW", "float64", False),
+    (1, (3, 3), 2, 2, (2, 5), (2, 3), (1, 1), "VALID", "NHWC", "float64", True),
+    (2, (2, 3), 3, 4, (3, 2), (4, 1), (1, 1), "VALID", "NCHW", "float32", False),
+    (1, (5, 4), 2, 3, (3, 3), (1, 1), (2, 2), "SAME", "NHWC", "float64", True),
+    (1, (4, 5), 3, 2, (2, 3), (1, 1), (3, 1), "VALID", "NCHW", "float32", True),
+    (2, (3, 4), 2, 3, (3, 3), (1, 1), (1, 1), ((0, 0), (0, 0)), "NHWC", "float32", False),
+    (1, (4, 4), 3, 2, (3, 3), (2, 2), (1, 1), ((1, 1), (1, 1)), "NHWC", "float64", True),
+    (1, (3, 5), 2, 2, (4, 3), (2, 3), (1, 1), ((2, 0), (0, 1)), "NCHW", "float32", True),
+    (2, (3, 3), 3, 3, (3, 4), (3, 2), (1, 1), ((0, 3), (2, 2)), "NHWC", "float32", False),
+    (1, (5, 4), 2, 3, (2, 2), (1, 2), (1, 1), ((3, 1), (0, 3)), "NCHW", "float64", False),
+    (1, (4, 3), 2, 2, (3, 2), (1, 1), (2, 3), ((2, 1), (3, 0)), "NHWC", "float64", True),
+    (1, (3, 4), 3, 2, (3, 3), (1, 1), (2, 1), ((3, 3), (1, 2)), "NCHW", "float32", True),
+    (2, (2, 2), 2, 3, (1, 1), (3, 3), (1, 1), ((1, 0), (0, 2)), "NHWC", "float32", True),
+]
+
+
+def _tf_nn_output_length(length: int, kernel_size: int, stride: int, dilation: int,
+                         padding) -> int:
+    """The length of the *convolution* TF checks ``conv2d_transpose`` against: the output size
+    ``length`` is admitted when the forward conv over it gives back the input's length."""
+    k_eff = (kernel_size - 1) * dilation + 1
+    if padding == "SAME":
+        return -(-length // stride)
+    crop = 0 if padding == "VALID" else sum(padding)
+    return (length + crop - k_eff) // stride + 1 if length + crop >= k_eff else 0
+
+
+def _tf_nn_sizes(length: int, kernel_size: int, stride: int, dilation: int, padding):
+    """Every output length TF admits along one axis, and the nearest it refuses on each side."""
+    k_eff = (kernel_size - 1) * dilation + 1
+    crop = 0 if padding in ("SAME", "VALID") else sum(padding)
+    admitted = [size for size in range(1, (length + 1) * stride + k_eff + crop)
+                if _tf_nn_output_length(size, kernel_size, stride, dilation, padding) == length]
+    refused = [size for size in (admitted[0] - 1, admitted[-1] + 1) if size >= 1]
+    return admitted, refused
+
+
+def _tf_padding(padding, data_format: str):
+    if isinstance(padding, str):
+        return padding
+    pairs = [list(pair) for pair in padding]
+    return [[0, 0], *pairs, [0, 0]] if data_format == "NHWC" else [[0, 0], [0, 0], *pairs]
+
+
+def tf_nn_params() -> list[dict]:
+    """Every geometry x output size: each pair of admitted heights and widths, then per axis the
+    nearest sizes TF refuses (the manifest's ``refused`` lists them with TF's error)."""
+    cases = []
+    for (batch, (h, w), c, f, kernel, strides, dilation, padding, data_format, dtype,
+         use_bias) in TF_NN_GEOMETRIES:
+        axis_paddings = (padding, padding) if isinstance(padding, str) else padding
+        (heights, refused_heights), (widths, refused_widths) = (
+            _tf_nn_sizes(*axis) for axis in zip((h, w), kernel, strides, dilation, axis_paddings))
+        sizes = list(itertools.product(heights, widths))
+        sizes += [(height, widths[0]) for height in refused_heights]
+        sizes += [(heights[0], width) for width in refused_widths]
+        for output_hw in sizes:
+            cases.append({
+                "batch": batch, "height": h, "width": w, "in_channels": c, "filters": f,
+                "kernel_size": list(kernel), "strides": list(strides),
+                "dilation_rate": list(dilation),
+                "padding": padding.lower() if isinstance(padding, str)
+                else [list(pair) for pair in padding],
+                "output_shape": list(output_hw),
+                "data_format": "channels_last" if data_format == "NHWC" else "channels_first",
+                "use_bias": use_bias, "dtype": dtype,
+                "tf_padding": _tf_padding(padding, data_format), "tf_data_format": data_format,
+            })
+    return cases
+
+
+def tf_nn_case(params: dict, seed) -> dict:
+    """x, kernel, bias, y, dy, dx, dkernel, dbias of ``tf.nn.conv2d_transpose`` (plus
+    ``tf.nn.bias_add``) with an explicit ``output_shape``, gradients by ``tf.GradientTape``."""
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+    dtype = params["dtype"]
+    channels_first = params["data_format"] == "channels_first"
+    kh, kw = params["kernel_size"]
+    dilation = tuple(params["dilation_rate"])
+    n, h, w, c, f = (params[key] for key in ("batch", "height", "width", "in_channels",
+                                             "filters"))
+    out_h, out_w = params["output_shape"]
+    x = rng.standard_normal((n, c, h, w) if channels_first else (n, h, w, c)).astype(dtype)
+    kernel = rng.standard_normal((kh, kw, f, c)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype) if params["use_bias"] else None
+    dy = rng.standard_normal((n, f, out_h, out_w) if channels_first
+                             else (n, out_h, out_w, f)).astype(dtype)
+    to_last, to_first = (0, 2, 3, 1), (0, 3, 1, 2)
+    padding = params["padding"]
+    # TF's CPU kernels are NHWC-only and refuse dilation: see _computed_as.
+    tf_padding = padding.upper() if isinstance(padding, str) else _tf_padding(padding, "NHWC")
+    x_tf = tf.Variable(np.transpose(x, to_last) if channels_first else x)
+    kernel_tf = tf.Variable(_dilated(kernel, dilation))
+    weights = [kernel_tf] + ([tf.Variable(bias)] if bias is not None else [])
+    with tf.GradientTape() as tape:
+        y_tf = tf.nn.conv2d_transpose(x_tf, kernel_tf, output_shape=[n, out_h, out_w, f],
+                                      strides=[1, *params["strides"], 1], padding=tf_padding,
+                                      data_format="NHWC")
+        if bias is not None:
+            y_tf = tf.nn.bias_add(y_tf, weights[1])
+    dx, dkernel, *dbias = tape.gradient(
+        y_tf, [x_tf] + weights,
+        output_gradients=tf.constant(np.transpose(dy, to_last) if channels_first else dy))
+    y, dx = y_tf.numpy(), dx.numpy()
+    if channels_first:
+        y, dx = np.transpose(y, to_first), np.transpose(dx, to_first)
+    arrays = {"x": x, "kernel": kernel, "y": y, "dy": dy, "dx": dx,
+              "dkernel": dkernel.numpy()[::dilation[0], ::dilation[1]]}
+    if bias is not None:
+        arrays.update(bias=bias, dbias=dbias[0].numpy())
+    return arrays
+
+
+def _tf_nn_name(index: int, p: dict) -> str:
+    padding = (p["padding"] if isinstance(p["padding"], str)
+               else "pad" + "-".join(str(v) for pair in p["padding"] for v in pair))
+    return (f"nn{index:03d}-n{p['batch']}-{p['height']}x{p['width']}c{p['in_channels']}"
+            f"-f{p['filters']}-k{'x'.join(map(str, p['kernel_size']))}"
+            f"-s{'x'.join(map(str, p['strides']))}-d{'x'.join(map(str, p['dilation_rate']))}"
+            f"-{padding}-out{'x'.join(map(str, p['output_shape']))}"
+            f"-{'cf' if p['data_format'] == 'channels_first' else 'cl'}"
+            f"-{p['dtype'][-2:]}{'-bias' if p['use_bias'] else ''}")
+
+
+def tf_nn_recipes() -> list[Recipe]:
+    recipes = []
+    for index, params in enumerate(tf_nn_params()):
+        computed_as = _computed_as(params)
+        if computed_as:
+            params = {**params, "tf_computed_as": computed_as}
+        seed = [SEED, 4, index]
+        recipes.append(Recipe(_tf_nn_name(index, params), "tf_nn", {**params, "seed": seed},
+                              lambda params=params, seed=seed: tf_nn_case(params, seed)))
+    return recipes
+
+
 from golden_layers import layer_recipes  # noqa: E402 (tools/ is on sys.path when this runs)
 
-CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes]
+CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes, tf_nn_recipes]
 
 
 # --- files ----------------------------------------------------------------------------------------

@@ -6,36 +6,49 @@ input pixels, so the other axes cannot be split: an input chunked along them is 
 to whole images (dask moves data for that), and the output comes chunked along the batch only.
 The kernel and the bias are made single chunks and reach every task whole.
 
-Each block is an ordinary array (NumPy, or CuPy for a CuPy-backed dask array), dispatched as any
-caller's array would be. Nothing is computed before ``.compute()``.
+Each block is an ordinary array (NumPy, or CuPy for a CuPy-backed dask array) computed with the
+call's options, by the backend (or, for CuPy on the GPU backend, the interop route) any caller's
+array of that kind would get. Nothing is computed before ``.compute()``.
 """
 
 from __future__ import annotations
 
+import array_api_compat
 import dask
 import dask.array as da
 from dask.array.utils import meta_from_array
 
-from ._spec import ConvTransposeSpec
+from ._backends import select_backend
+from ._spec import ConvTransposeSpec, spec_for
 
 
 def _batch_chunked(x):
     return x.rechunk({1: -1, 2: -1, 3: -1})
 
 
-def _options(spec: ConvTransposeSpec, output_padding, backend: str) -> dict:
-    return dict(strides=spec.strides, padding=spec.padding, output_padding=output_padding,
-                data_format=spec.data_format, dilation_rate=spec.dilation_rate,
-                groups=spec.groups, backend=backend)
+def _block_implementation(spec: ConvTransposeSpec, x_block):
+    """The module computing one block, and the spec of that block (its batch is the chunk's)."""
+    block_spec = spec_for(spec.options, x_block.shape, spec.kernel_shape)
+    if spec.backend != "cpu" and array_api_compat.is_cupy_array(x_block):
+        from . import _interop
+
+        return _interop, block_spec
+    return select_backend(spec.backend, x_block), block_spec
 
 
-def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, backend):
-    from ._dispatch import conv2d_transpose as conv2d_transpose_block
+def _forward_block(x_block, kernel, bias, spec: ConvTransposeSpec):
+    implementation, block_spec = _block_implementation(spec, x_block)
+    return implementation.conv2d_transpose(x_block, kernel, bias, block_spec)
 
-    options = _options(spec, output_padding, backend)
 
+def _backward_block(dy_block, x_block, kernel, spec: ConvTransposeSpec):
+    implementation, block_spec = _block_implementation(spec, x_block)
+    return implementation.conv2d_transpose_backward(dy_block, x_block, kernel, block_spec)
+
+
+def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     def block(x_block, kernel, bias):
-        return conv2d_transpose_block(x_block, kernel, bias, **options)
+        return _forward_block(x_block, kernel, bias, spec)
 
     axes = "nhwc" if spec.data_format == "channels_last" else "nchw"
     return da.blockwise(
@@ -49,15 +62,12 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, output_padding, b
     )
 
 
-def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, output_padding, backend):
-    from ._dispatch import conv2d_transpose_backward as backward_block
-
-    options = _options(spec, output_padding, backend)
+def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     x = _batch_chunked(x)
     dy = dy.rechunk((x.chunks[0], -1, -1, -1))
     (kernel_whole,) = kernel.rechunk(-1).to_delayed().ravel()
     # One task per batch chunk yields all three gradients of that chunk.
-    parts = [dask.delayed(backward_block, nout=3)(dy_block, x_block, kernel_whole, **options)
+    parts = [dask.delayed(_backward_block, nout=3)(dy_block, x_block, kernel_whole, spec)
              for dy_block, x_block in zip(dy.to_delayed().ravel(), x.to_delayed().ravel())]
     meta = meta_from_array(x, ndim=4)
     dx = da.concatenate([

@@ -3,13 +3,14 @@ caller's namespace. Data flows one way: API -> spec -> dispatch -> (cpu | triton
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import sys
 
 import array_api_compat
+import numpy as np
 
-from . import _cpu
-from ._spec import make_spec, normalize_backend
+from ._backends import select_backend
+from ._options import validate_options
+from ._spec import ConvTransposeSpec, spec_for
 
 
 def _namespace(**arrays):
@@ -32,81 +33,119 @@ def _namespace(**arrays):
     return next(iter(namespaces.values()))
 
 
-def _check_arrays(xp, reference_name: str, **arrays):
-    """Float dtype, all equal to the reference's, and one device."""
+def _torch_tensors(arrays: dict) -> bool:
+    """Whether every given array is a torch tensor (None entries skipped), told by
+    ``isinstance`` alone: ``array_api_compat``'s type checks are ``lru_cache``-wrapped, and
+    torch.compile warns about each one it meets in a traced region."""
+    torch = sys.modules.get("torch")
+    return torch is not None and all(a is None or isinstance(a, torch.Tensor)
+                                     for a in arrays.values())
+
+
+def _same_dtype(a, b) -> bool:
+    """Equal dtypes, NumPy's byte orders aside (a ``>f4`` array is float32 to tconv)."""
+    if isinstance(a, np.dtype) and isinstance(b, np.dtype):
+        return a.newbyteorder("=") == b.newbyteorder("=")
+    return a == b
+
+
+def _check_dtypes_and_devices(reference_name: str, is_floating, device, arrays: dict):
+    """Float dtype, all equal to the reference's, and one device wherever both arrays know
+    theirs (a JAX tracer has none: XLA places it)."""
     reference = arrays[reference_name]
-    if not xp.isdtype(reference.dtype, "real floating"):
+    if not is_floating(reference):
         raise TypeError(f"{reference_name} must have a real floating dtype, got dtype "
                         f"{reference.dtype}")
-    where = array_api_compat.device(reference)
+    where = device(reference)
     for name, array in arrays.items():
         if array is None or name == reference_name:
             continue
-        if array.dtype != reference.dtype:
+        if not _same_dtype(array.dtype, reference.dtype):
             raise TypeError(f"{name} must have the dtype of {reference_name} ({reference.dtype}), "
                             f"got dtype {array.dtype}: tconv does not mix float dtypes")
-        if array_api_compat.device(array) != where:
+        if where is not None and device(array) is not None and device(array) != where:
             raise ValueError(f"{name} must be on the device of {reference_name} ({where}), "
-                             f"got {array_api_compat.device(array)}")
+                             f"got {device(array)}")
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _check_arrays(reference_name: str, **arrays) -> bool:
+    """The arrays checked (one array library, the reference's float dtype and device for all);
+    returns whether they are torch tensors, which are checked with torch alone so that a
+    torch.compile region traces no ``array_api_compat``."""
+    if _torch_tensors(arrays):
+        _check_dtypes_and_devices(reference_name, lambda a: a.is_floating_point(),
+                                  lambda a: a.device, arrays)
+        return True
+    xp = _namespace(**arrays)
+    _check_dtypes_and_devices(reference_name, lambda a: xp.isdtype(a.dtype, "real floating"),
+                              array_api_compat.device, arrays)
+    return False
 
 
-def _select_backend(backend: str, x):
-    """``"auto"`` runs the Triton kernels on CUDA torch tensors when triton is installed, the
-    array-API path otherwise; ``"triton"`` never falls back."""
-    backend = normalize_backend(backend)
-    triton_installed = _triton_installed()
-    if backend == "auto":
-        on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
-        backend = "triton" if on_cuda and triton_installed else "cpu"
-    if backend == "triton":
-        if not triton_installed:
-            raise ValueError("backend='triton' is not available: the triton package is not "
-                             "installed (pip install tconv[triton]); use backend='cpu' or 'auto'")
-        from . import _triton
-
-        return _triton
-    return _cpu
+def _in_native_byte_order(array):
+    """A NumPy array in native byte order (a copy when it is not): the backends compute natively;
+    other arrays as they are."""
+    if isinstance(array, np.ndarray) and not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
 
 
-def _framework_route(backend: str, x):
-    """The front end for arrays that need more than the array API, or None.
+def _in_dtype_of(result, x):
+    """A result computed in native byte order, back in the byte order of a NumPy ``x``."""
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        return result.astype(x.dtype)
+    return result
 
-    torch tensors go through a ``torch.library`` custom op (autograd, ``torch.compile``), Dask
-    arrays through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
-    views onto the GPU backend. Each route module exposes ``conv2d_transpose(x, kernel, bias, spec,
-    output_padding, backend)`` and ``conv2d_transpose_backward(dy, x, kernel, spec, output_padding,
-    backend)``, and is imported only when the caller's arrays come from its framework.
+
+def _framework_route(x):
+    """The route module for arrays that need more than the array API, else the backend module.
+
+    Dask arrays go through one task per batch chunk, CuPy and eager JAX GPU arrays through zero-copy torch
+    views onto the GPU backend. Routes and backends share one signature, ``conv2d_transpose(x,
+    kernel, bias, spec)`` and ``conv2d_transpose_backward(dy, x, kernel, spec)``, and a route is
+    imported only when the caller's arrays come from its framework.
     """
-    backend = normalize_backend(backend)  # a lazy route (Dask) must not defer this error
-    if array_api_compat.is_torch_array(x):
-        from . import _torch_op
-
-        return _torch_op
     if array_api_compat.is_dask_array(x):
         from . import _dask
 
         return _dask
-    if backend != "cpu" and (array_api_compat.is_cupy_array(x)
-                             or array_api_compat.is_jax_array(x)):
-        from . import _interop
-
-        return _interop if _interop.is_foreign_gpu_array(x) else None
     return None
 
 
-def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups):
-    return make_spec(x.shape, kernel.shape, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups)
+def _implementation(spec: ConvTransposeSpec, x, is_torch: bool):
+    """torch tensors go through ``torch.library`` custom ops (autograd, ``torch.func``,
+    ``torch.compile``, ``torch.export``, ONNX); other arrays as ``_framework_route`` says."""
+    if is_torch:
+        from . import _torch_op
+
+        return _torch_op
+    route = _framework_route(x)
+    if route is not None:
+        return route
+    if spec.backend != "cpu" and (array_api_compat.is_cupy_array(x)
+                                  or array_api_compat.is_jax_array(x)):
+        from . import _interop
+
+        if _interop.is_foreign_gpu_array(x):
+            return _interop
+    return select_backend(spec.backend, x)
+
+
+def _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+          backend, output_shape) -> ConvTransposeSpec:
+    if len(kernel.shape) != 4:
+        raise ValueError(f"kernel must have rank 4 (kernel_h, kernel_w, filters // groups, "
+                         f"in_channels), got shape {tuple(kernel.shape)}")
+    options = validate_options(2, strides=strides, padding=padding,
+                               output_padding=output_padding, data_format=data_format,
+                               dilation_rate=dilation_rate, groups=groups, backend=backend,
+                               output_shape=output_shape)
+    return spec_for(options, x.shape, kernel.shape)
 
 
 def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto"):
+                     data_format=None, dilation_rate=1, groups=1, backend="auto",
+                     output_shape=None):
     """Keras ``Conv2DTranspose`` as a function: the transposed 2D convolution of ``x``.
 
     Args:
@@ -118,13 +157,26 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
         bias: ``(filters,)`` or None.
         strides, dilation_rate: int or 2-tuple of positive ints. Unlike Keras, dilation may be
             combined with a stride > 1.
-        padding: ``"valid"`` or ``"same"``, case-insensitive; ``"same"`` splits as TensorFlow.
-        output_padding: None, or int / 2-tuple of ints ``>= 0`` and lower than the stride.
+        padding: ``"valid"`` or ``"same"``, case-insensitive, as Keras (``"same"`` splits as
+            TensorFlow); or numeric, the rows and columns cropped off the full output ``(H - 1)
+            * stride + dilation * (kernel_h - 1) + 1`` (and likewise along the width): an int
+            or ``(ph, pw)``, cropped from both sides as torch's ``padding``, or explicit
+            ``((top, bottom), (left, right))`` as ``tf.nn.conv2d_transpose`` takes it (JAX's
+            ``lax.conv_transpose`` pair ``(lo, hi)`` pads instead: it is the crop ``(k_eff - 1
+            - lo, k_eff - 1 - hi)``, ``k_eff = dilation * (kernel - 1) + 1``).
+        output_padding: None, or int / 2-tuple of ints ``>= 0``, rows/columns added at the
+            bottom/right: lower than the stride with ``"valid"``/``"same"`` (Keras' rule, None
+            being Keras' default size), lower than ``max(stride, dilation)`` with numeric
+            padding (torch's rule, None meaning 0).
         data_format: ``"channels_last"``, ``"channels_first"``, or None for Keras' configured
             ``image_data_format`` (``$KERAS_HOME/keras.json``, else ``channels_last``).
         groups: int dividing the input channels (channel group ``g`` of ``x`` feeds filter group
             ``g``), as in PyTorch.
         backend: ``"auto"``, ``"cpu"`` or ``"triton"``.
+        output_shape: None, or the output's ``(H, W)`` as ``tf.nn.conv2d_transpose`` takes it:
+            any size whose forward convolution gives back the input's size (``"same"``: ``(H -
+            1) * stride + 1`` to ``H * stride``; otherwise the smallest output and the ``stride
+            - 1`` sizes above it), extra rows at the bottom/right. Not with ``output_padding``.
 
     Returns:
         The output, of the caller's namespace, device and dtype (half precision accumulates in
@@ -133,36 +185,35 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
     """
-    xp = _namespace(x=x, kernel=kernel, bias=bias)
-    _check_arrays(xp, "x", x=x, kernel=kernel, bias=bias)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend, output_shape)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
-    route = _framework_route(backend, x)
-    if route is not None:
-        return route.conv2d_transpose(x, kernel, bias, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose(x, kernel, bias, spec)
+    y = _implementation(spec, x, is_torch).conv2d_transpose(
+        *(_in_native_byte_order(a) for a in (x, kernel, bias)), spec)
+    return _in_dtype_of(y, x)
 
 
 def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                              data_format=None, dilation_rate=1, groups=1, backend="auto"):
+                              data_format=None, dilation_rate=1, groups=1, backend="auto",
+                              output_shape=None):
     """Gradients of :func:`conv2d_transpose` for an upstream gradient ``dy``.
 
     Takes the forward's arguments (no bias: its gradient does not depend on it) and returns
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
     """
-    xp = _namespace(dy=dy, x=x, kernel=kernel)
-    _check_arrays(xp, "x", x=x, kernel=kernel, dy=dy)
-    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups)
+    is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
+    spec = _spec(x, kernel, strides, padding, output_padding, data_format, dilation_rate, groups,
+                 backend, output_shape)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
-    route = _framework_route(backend, x)
-    if route is not None:
-        return route.conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend)
-    return _select_backend(backend, x).conv2d_transpose_backward(dy, x, kernel, spec)
+    gradients = _implementation(spec, x, is_torch).conv2d_transpose_backward(
+        *(_in_native_byte_order(a) for a in (dy, x, kernel)), spec)
+    return tuple(_in_dtype_of(g, x) for g in gradients)
 
 
 

@@ -20,6 +20,8 @@ import contextlib
 
 import array_api_compat
 
+from ._backends import select_backend
+
 
 def is_foreign_gpu_array(x) -> bool:
     """A CuPy array, or a concrete JAX array on one GPU."""
@@ -86,21 +88,17 @@ def _on_callers_stream(x):
         yield
 
 
-def conv2d_transpose(x, kernel, bias, spec, output_padding, backend):
-    from ._dispatch import _select_backend
-
+def conv2d_transpose(x, kernel, bias, spec):
     with _on_callers_stream(x):
         x_torch, kernel_torch, bias_torch = (_to_torch(a) for a in (x, kernel, bias))
-        y = _select_backend(backend, x_torch).conv2d_transpose(x_torch, kernel_torch, bias_torch,
-                                                             spec)
+        y = select_backend(spec.backend, x_torch).conv2d_transpose(x_torch, kernel_torch,
+                                                                   bias_torch, spec)
         return _from_torch(y, x)
 
 
-def conv2d_transpose_backward(dy, x, kernel, spec, output_padding, backend):
-    from ._dispatch import _select_backend
-
+def conv2d_transpose_backward(dy, x, kernel, spec):
     with _on_callers_stream(x):
         dy_torch, x_torch, kernel_torch = (_to_torch(a) for a in (dy, x, kernel))
-        gradients = _select_backend(backend, x_torch).conv2d_transpose_backward(
+        gradients = select_backend(spec.backend, x_torch).conv2d_transpose_backward(
             dy_torch, x_torch, kernel_torch, spec)
         return tuple(_from_torch(g, x) for g in gradients)

@@ -1,8 +1,11 @@
-"""The argument spec: every rule about arguments and every piece of shape arithmetic, in one place.
+"""The spec: a transposed convolution's options met with its input and kernel shapes, and all
+the shape arithmetic, in one place.
 
-A transposed convolution is fully described by a :class:`ConvTransposeSpec`. It is built once per
-call, before any compute, from the caller's shapes and options; every backend (CPU path, Triton
-kernels) reads its geometry from it and never re-derives it.
+A transposed convolution is fully described by a :class:`ConvTransposeSpec`: its normalized
+options (``_options``) and the geometry they give for one input shape. It is built once per
+call, before any compute; every route and backend (framework routes, CPU path, Triton kernels)
+reads options and geometry from it and never re-derives them. The same shape function serves the
+op, the layers and ``conv2d_transpose_output_shape``.
 
 Geometry, in Keras' terms (``keras.src.utils.conv_utils.deconv_output_length`` and TensorFlow's
 ``conv2d_transpose`` placement). Per spatial axis, with input length ``L``, kernel size ``k``,
@@ -13,75 +16,23 @@ stride ``s``, dilation ``d`` and effective kernel size ``k_eff = k + (k - 1) * (
   ``same`` and 0 for ``valid``;
 - placement: input pixel ``i`` and kernel tap ``t`` land on output ``i*s + t*d - pad_before``,
   ``pad_before = max(0, (L - 1)*s + k_eff - O) // 2``; what falls outside ``[0, O)`` is dropped.
+
+Numeric padding (torch's, and the explicit padding of ``tf.nn``) crops ``(before,
+after)`` off the full scatter ``F = (L - 1)*s + k_eff``: ``O = F - before - after + op`` (``op``
+from 0, below ``max(s, d)``, rows added at the end, as torch), ``pad_before = before``.
+
+``output_shape`` (``tf.nn.conv2d_transpose``'s) gives ``O`` itself, among the sizes whose forward
+convolution gives back ``L``: ``same`` -> ``(L - 1)*s + 1 .. L*s``; ``valid`` -> ``F .. F + s -
+1``; numeric -> ``F - before - after`` and the ``s - 1`` sizes above; placement as above.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import numbers
-import os
 from dataclasses import dataclass
 
-PADDINGS = ("valid", "same")
-DATA_FORMATS = ("channels_last", "channels_first")
-BACKENDS = ("auto", "cpu", "triton")
+from ._options import ConvTransposeOptions, positive_int, standardize_tuple, validate_options
 
-
-def _pair(value, name: str, *, minimum: int) -> tuple[int, int]:
-    """An int or a 2-sequence of ints, each >= minimum; bools and floats are refused."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
-    ):
-        raise TypeError(f"{name} must be an int or a tuple of 2 ints, got {value!r}")
-    if any(v < minimum for v in items):
-        rule = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
-def normalize_padding(padding) -> str:
-    if not isinstance(padding, str):
-        raise TypeError(f"padding must be the string 'valid' or 'same', got {padding!r}")
-    lowered = padding.lower()
-    if lowered not in PADDINGS:
-        raise ValueError(f"padding must be 'valid' or 'same' (case-insensitive), got {padding!r}")
-    return lowered
-
-
-def keras_image_data_format() -> str:
-    """Keras' default ``image_data_format``: from ``$KERAS_HOME/keras.json`` (else
-    ``~/.keras/keras.json``) when that file exists and names one, else ``channels_last``.
-    Like Keras, each file is read once per process."""
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return _configured_image_data_format(os.path.join(keras_home, "keras.json"))
-
-
-@functools.cache
-def _configured_image_data_format(path: str) -> str:
-    try:
-        with open(path) as f:
-            configured = json.load(f).get("image_data_format", "channels_last")
-    except (OSError, ValueError, AttributeError):
-        return "channels_last"
-    return configured if configured in DATA_FORMATS else "channels_last"
-
-
-def normalize_data_format(data_format) -> str:
-    if data_format is None:
-        return keras_image_data_format()
-    if not isinstance(data_format, str) or data_format.lower() not in DATA_FORMATS:
-        raise ValueError(
-            f"data_format must be 'channels_last', 'channels_first' or None, got {data_format!r}"
-        )
-    return data_format.lower()
-
-
-def normalize_backend(backend) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+SPATIAL_NAMES = {1: "W", 2: "H, W", 3: "D, H, W"}
 
 
 def effective_kernel_size(kernel_size: int, dilation: int) -> int:
@@ -100,32 +51,107 @@ def output_length(length: int, kernel_size: int, stride: int, dilation: int, pad
     return (length - 1) * stride + k_eff - 2 * pad + output_padding
 
 
-def pad_before(length: int, kernel_size: int, stride: int, dilation: int, out_length: int) -> int:
-    """How far TensorFlow shifts the scatter up/left: half the overhang, rounded down."""
-    k_eff = effective_kernel_size(kernel_size, dilation)
-    return max(0, (length - 1) * stride + k_eff - out_length) // 2
+def _admitted_sizes(length: int, stride: int, full: int, padding) -> tuple[int, int]:
+    """The output lengths whose forward convolution gives back ``length`` (TF's check)."""
+    if padding == "same":
+        return (length - 1) * stride + 1, length * stride
+    smallest = full if padding == "valid" else full - sum(padding)
+    return smallest, smallest + stride - 1
+
+
+def _axis_geometry(options: ConvTransposeOptions, axis: int, length: int, kernel_size: int):
+    """``(output length, pad_before)`` along one spatial axis."""
+    stride, dilation = options.strides[axis], options.dilation_rate[axis]
+    padding = options.padding if isinstance(options.padding, str) else options.padding[axis]
+    output_padding = options.output_padding[axis] if options.output_padding else None
+    full = (length - 1) * stride + effective_kernel_size(kernel_size, dilation)
+    if not isinstance(padding, str) and full - sum(padding) < 1:
+        raise ValueError(
+            f"padding {padding} along spatial axis {axis} crops {sum(padding)} of a full output "
+            f"of length {full} (input {length}, kernel {kernel_size}, stride {stride}, dilation "
+            f"{dilation}): it must leave at least 1")
+    if options.output_shape is not None:
+        out = options.output_shape[axis]
+        low, high = _admitted_sizes(length, stride, full, padding)
+        if not low <= out <= high:
+            raise ValueError(
+                f"output_shape must be between {low} and {high} along spatial axis {axis} (the "
+                f"sizes whose convolution gives back the input's {length} with kernel "
+                f"{kernel_size}, stride {stride}, dilation {dilation}, padding {padding!r}), got "
+                f"{options.output_shape}")
+    elif isinstance(padding, str):
+        out = output_length(length, kernel_size, stride, dilation, padding, output_padding)
+    else:
+        out = full - sum(padding) + (output_padding or 0)
+    # 'valid'/'same': TF shifts the scatter up/left by half the overhang, rounded down.
+    before = max(0, full - out) // 2 if isinstance(padding, str) else padding[0]
+    return out, before
+
+
+def geometry(options: ConvTransposeOptions, kernel_size, in_spatial) -> tuple[tuple, tuple]:
+    """``(out_spatial, pad_before)`` for an input of spatial sizes ``in_spatial``; refuses an
+    output with no pixels, a crop that leaves none, an output_shape the geometry does not
+    admit."""
+    axes = [_axis_geometry(options, axis, length, k)
+            for axis, (length, k) in enumerate(zip(in_spatial, kernel_size))]
+    out_spatial = tuple(out for out, _ in axes)
+    if min(out_spatial) < 1:
+        raise ValueError(f"the output would have no pixels (spatial shape {out_spatial})")
+    return out_spatial, tuple(before for _, before in axes)
+
+
+def output_spatial_shape(options: ConvTransposeOptions, kernel_size, in_spatial) -> tuple:
+    """The output's spatial sizes for an input of spatial sizes ``in_spatial``."""
+    return geometry(options, kernel_size, in_spatial)[0]
+
+
+def _channels_axis(data_format: str, rank: int) -> int:
+    return rank + 1 if data_format == "channels_last" else 1
+
+
+def _spatial_axes(data_format: str, rank: int) -> slice:
+    return slice(1, rank + 1) if data_format == "channels_last" else slice(2, rank + 2)
+
+
+def _layout(data_format: str, batch, spatial: tuple, channels) -> tuple:
+    if data_format == "channels_first":
+        return (batch, channels, *spatial)
+    return (batch, *spatial, channels)
 
 
 @dataclass(frozen=True)
 class ConvTransposeSpec:
-    """A validated transposed convolution, geometry resolved. Shapes are logical (NHWC order)."""
+    """A validated transposed convolution: its options and the geometry they give for one input
+    shape. Spatial tuples have one entry per spatial axis; shapes follow ``data_format``."""
 
+    options: ConvTransposeOptions
+    kernel_size: tuple[int, ...]
     batch: int
-    in_height: int
-    in_width: int
+    in_spatial: tuple[int, ...]
     in_channels: int
     filters: int
-    kernel_height: int
-    kernel_width: int
-    strides: tuple[int, int]
-    dilation_rate: tuple[int, int]
-    groups: int
-    padding: str
-    data_format: str
-    out_height: int
-    out_width: int
-    pad_top: int
-    pad_left: int
+    out_spatial: tuple[int, ...]
+    pad_before: tuple[int, ...]
+
+    # The options, read through the spec.
+    rank = property(lambda self: self.options.rank)
+    strides = property(lambda self: self.options.strides)
+    padding = property(lambda self: self.options.padding)
+    output_padding = property(lambda self: self.options.output_padding)
+    data_format = property(lambda self: self.options.data_format)
+    dilation_rate = property(lambda self: self.options.dilation_rate)
+    groups = property(lambda self: self.options.groups)
+    backend = property(lambda self: self.options.backend)
+
+    # The 2-D names the backends read (rank 2 only).
+    in_height = property(lambda self: self.in_spatial[0])
+    in_width = property(lambda self: self.in_spatial[1])
+    kernel_height = property(lambda self: self.kernel_size[0])
+    kernel_width = property(lambda self: self.kernel_size[1])
+    out_height = property(lambda self: self.out_spatial[0])
+    out_width = property(lambda self: self.out_spatial[1])
+    pad_top = property(lambda self: self.pad_before[0])
+    pad_left = property(lambda self: self.pad_before[1])
 
     @property
     def channels_per_group(self) -> int:
@@ -136,75 +162,47 @@ class ConvTransposeSpec:
         return self.filters // self.groups
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return self._layout(self.in_height, self.in_width, self.in_channels)
+    def input_shape(self) -> tuple:
+        return _layout(self.data_format, self.batch, self.in_spatial, self.in_channels)
 
     @property
-    def output_shape(self) -> tuple[int, int, int, int]:
-        return self._layout(self.out_height, self.out_width, self.filters)
+    def output_shape(self) -> tuple:
+        return _layout(self.data_format, self.batch, self.out_spatial, self.filters)
 
     @property
-    def kernel_shape(self) -> tuple[int, int, int, int]:
-        return (self.kernel_height, self.kernel_width, self.filters_per_group, self.in_channels)
+    def kernel_shape(self) -> tuple:
+        return (*self.kernel_size, self.filters_per_group, self.in_channels)
 
     @property
     def flops(self) -> int:
         """Multiply-adds x 2 of the forward, structural zeros not counted."""
-        return (2 * self.batch * self.in_height * self.in_width * self.in_channels
-                * self.filters_per_group * self.kernel_height * self.kernel_width)
-
-    def _layout(self, height: int, width: int, channels: int) -> tuple[int, int, int, int]:
-        if self.data_format == "channels_first":
-            return (self.batch, channels, height, width)
-        return (self.batch, height, width, channels)
+        flops = 2 * self.batch * self.in_channels * self.filters_per_group
+        for length, k in zip(self.in_spatial, self.kernel_size):
+            flops *= length * k
+        return flops
 
 
-def _check_shape(shape, name: str, rank: int, what: str) -> tuple[int, ...]:
+def _check_shape(shape, name: str, rank: int, what: str) -> tuple:
     shape = tuple(shape)
     if len(shape) != rank:
         raise ValueError(f"{name} must have rank {rank} ({what}), got shape {shape}")
     if any(dim is None for dim in shape):
         raise ValueError(f"{name} must have a fully known shape, got {shape}")
-    return tuple(int(dim) for dim in shape)
+    return shape
 
 
-def _geometry(in_hw, kernel_hw, strides, padding, output_padding, dilation_rate):
-    strides = _pair(strides, "strides", minimum=1)
-    dilation_rate = _pair(dilation_rate, "dilation_rate", minimum=1)
-    padding = normalize_padding(padding)
-    if output_padding is None:
-        out_pad = (None, None)
-    else:
-        out_pad = _pair(output_padding, "output_padding", minimum=0)
-        for axis, (op, s) in enumerate(zip(out_pad, strides)):
-            if op >= s:
-                raise ValueError(
-                    f"output_padding must be lower than strides along each axis, got "
-                    f"output_padding={out_pad} with strides={strides} (axis {axis})"
-                )
-    out_hw = tuple(
-        output_length(in_hw[a], kernel_hw[a], strides[a], dilation_rate[a], padding, out_pad[a])
-        for a in range(2)
-    )
-    if min(out_hw) < 1:
-        raise ValueError(f"the output would have no pixels (spatial shape {out_hw})")
-    return strides, dilation_rate, padding, out_hw
-
-
-def make_spec(input_shape, kernel_shape, *, strides=1, padding="valid", output_padding=None,
-              data_format=None, dilation_rate=1, groups=1) -> ConvTransposeSpec:
-    """Validate the options against the input shape and the Keras-layout kernel shape."""
-    data_format = normalize_data_format(data_format)
-    input_shape = _check_shape(input_shape, "x", 4, "N, H, W, C" if data_format ==
-                               "channels_last" else "N, C, H, W")
-    kernel_shape = _check_shape(kernel_shape, "kernel", 4,
-                                "kernel_h, kernel_w, filters // groups, in_channels")
-    if data_format == "channels_last":
-        batch, in_h, in_w, in_channels = input_shape
-    else:
-        batch, in_channels, in_h, in_w = input_shape
-    kh, kw, filters_per_group, kernel_in_channels = kernel_shape
-    if in_h < 1 or in_w < 1:
+def spec_for(options: ConvTransposeOptions, input_shape, kernel_shape) -> ConvTransposeSpec:
+    """Meet validated options with the input's and the Keras-layout kernel's shapes."""
+    rank, data_format = options.rank, options.data_format
+    spatial = SPATIAL_NAMES[rank]
+    input_shape = _check_shape(input_shape, "x", rank + 2, f"N, {spatial}, C" if data_format ==
+                               "channels_last" else f"N, C, {spatial}")
+    kernel_shape = _check_shape(kernel_shape, "kernel", rank + 2,
+                                f"{spatial} of the kernel, filters // groups, in_channels")
+    in_spatial = input_shape[_spatial_axes(data_format, rank)]
+    in_channels = input_shape[_channels_axis(data_format, rank)]
+    *kernel_size, filters_per_group, kernel_in_channels = kernel_shape
+    if min(in_spatial) < 1:
         raise ValueError(f"x must have a nonzero spatial size, got shape {input_shape}")
     if in_channels < 1 or min(kernel_shape) < 1:
         raise ValueError(
@@ -216,46 +214,62 @@ def make_spec(input_shape, kernel_shape, *, strides=1, padding="valid", output_p
             f"kernel's last axis (in_channels) must equal x's channel count: kernel shape "
             f"{kernel_shape} vs {in_channels} channels in x of shape {input_shape} ({data_format})"
         )
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool):
-        raise TypeError(f"groups must be a positive int, got {groups!r}")
-    if groups < 1 or in_channels % groups:
+    if in_channels % options.groups:
         raise ValueError(
             f"groups must be a positive int dividing the input channels ({in_channels}), "
-            f"got {groups!r}"
+            f"got {options.groups!r}"
         )
-    strides, dilation_rate, padding, (out_h, out_w) = _geometry(
-        (in_h, in_w), (kh, kw), strides, padding, output_padding, dilation_rate)
+    kernel_size = tuple(kernel_size)
+    out_spatial, before = geometry(options, kernel_size, in_spatial)
     return ConvTransposeSpec(
-        batch=batch, in_height=in_h, in_width=in_w, in_channels=in_channels,
-        filters=filters_per_group * int(groups), kernel_height=kh, kernel_width=kw,
-        strides=strides, dilation_rate=dilation_rate, groups=int(groups), padding=padding,
-        data_format=data_format, out_height=out_h, out_width=out_w,
-        pad_top=pad_before(in_h, kh, strides[0], dilation_rate[0], out_h),
-        pad_left=pad_before(in_w, kw, strides[1], dilation_rate[1], out_w),
+        options=options, kernel_size=kernel_size, batch=input_shape[0], in_spatial=in_spatial,
+        in_channels=in_channels, filters=filters_per_group * options.groups,
+        out_spatial=out_spatial, pad_before=before,
     )
+
+
+def make_spec(input_shape, kernel_shape, *, strides=1, padding="valid", output_padding=None,
+              data_format=None, dilation_rate=1, groups=1, backend="auto",
+              output_shape=None) -> ConvTransposeSpec:
+    """Validate the options against the input shape and the Keras-layout kernel shape
+    ``(*kernel_size, filters // groups, in_channels)``; the rank comes from the kernel."""
+    kernel_shape = tuple(kernel_shape)
+    if len(kernel_shape) not in (3, 4, 5):
+        raise ValueError(f"kernel must have rank 3, 4 or 5 (spatial sizes, filters // groups, "
+                         f"in_channels), got shape {kernel_shape}")
+    options = validate_options(len(kernel_shape) - 2, strides=strides,
+                               padding=padding, output_padding=output_padding,
+                               data_format=data_format, dilation_rate=dilation_rate,
+                               groups=groups, backend=backend, output_shape=output_shape)
+    return spec_for(options, input_shape, kernel_shape)
+
+
+def compute_output_shape(options: ConvTransposeOptions, kernel_size, input_shape,
+                         filters) -> tuple:
+    """Keras' ``compute_output_shape``: ``input_shape`` in ``options.data_format`` order, its
+    batch entry kept as is (None allowed), its spatial sizes known."""
+    rank = options.rank
+    input_shape = tuple(input_shape)
+    if len(input_shape) != rank + 2:
+        raise ValueError(f"input_shape must have rank {rank + 2}, got {input_shape}")
+    in_spatial = input_shape[_spatial_axes(options.data_format, rank)]
+    if any(dim is None for dim in in_spatial) or min(in_spatial) < 1:
+        raise ValueError(f"input_shape must have known nonzero spatial sizes, got {input_shape}")
+    out_spatial = output_spatial_shape(options, kernel_size, in_spatial)
+    return _layout(options.data_format, input_shape[0], out_spatial,
+                   positive_int(filters, "filters"))
 
 
 def conv2d_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
                                   padding="valid", output_padding=None, data_format=None,
-                                  dilation_rate=1) -> tuple:
+                                  dilation_rate=1, output_shape=None) -> tuple:
     """The output shape of :func:`tconv.conv2d_transpose`, Keras' ``compute_output_shape``.
 
     ``input_shape`` is rank 4 in ``data_format`` order; its batch entry may be None (kept as is).
-    ``kernel_size`` is an int or a 2-tuple.
+    ``kernel_size`` is an int or a 2-tuple. The options are :func:`tconv.conv2d_transpose`'s.
     """
-    data_format = normalize_data_format(data_format)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must have rank 4, got {input_shape}")
-    batch = input_shape[0]
-    in_hw = input_shape[1:3] if data_format == "channels_last" else input_shape[2:4]
-    if any(dim is None for dim in in_hw) or min(in_hw) < 1:
-        raise ValueError(f"input_shape must have known nonzero spatial sizes, got {input_shape}")
-    kernel_hw = _pair(kernel_size, "kernel_size", minimum=1)
-    if not isinstance(filters, numbers.Integral) or isinstance(filters, bool) or filters < 1:
-        raise ValueError(f"filters must be a positive int, got {filters!r}")
-    _, _, _, (out_h, out_w) = _geometry(in_hw, kernel_hw, strides, padding, output_padding,
-                                        dilation_rate)
-    if data_format == "channels_last":
-        return (batch, out_h, out_w, int(filters))
-    return (batch, int(filters), out_h, out_w)
+    kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
+    options = validate_options(2, strides=strides, padding=padding,
+                               output_padding=output_padding, data_format=data_format,
+                               dilation_rate=dilation_rate, output_shape=output_shape)
+    return compute_output_shape(options, kernel_size, input_shape, filters)

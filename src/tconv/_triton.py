@@ -15,7 +15,6 @@ import array_api_compat
 import torch
 
 from . import kernels
-from .kernels._autotune import INTERPRETED
 from ._spec import ConvTransposeSpec
 
 
@@ -23,9 +22,9 @@ def _check_tensor(x) -> None:
     if not array_api_compat.is_torch_array(x):
         raise TypeError(f"backend='triton' runs on torch tensors (other GPU arrays are handed over "
                         f"by the front end), got {type(x).__module__}.{type(x).__name__}")
-    if x.device.type == "cuda" and not INTERPRETED:
+    if x.device.type == "cuda" and not kernels.INTERPRETED:
         return
-    if x.device.type == "cpu" and INTERPRETED:
+    if x.device.type == "cpu" and kernels.INTERPRETED:
         return
     if x.device.type == "cuda":
         raise ValueError("backend='triton' got CUDA tensors, but triton was imported with "

@@ -104,39 +104,40 @@ class Constant(Initializer):
         return {"value": self.value}
 
 
-class RandomNormal(Initializer):
+class _Drawn(Initializer):
+    """An initializer drawing from a seeded distribution whose parameters are ``PARAMETERS``."""
+
+    PARAMETERS: tuple[str, ...]
+
+    def get_config(self):
+        return {"seed": self.seed, **{name: getattr(self, name) for name in self.PARAMETERS}}
+
+
+class RandomNormal(_Drawn):
+    PARAMETERS = ("mean", "stddev")
+
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
         self.mean, self.stddev, self.seed = mean, stddev, _check_seed(seed)
 
     def values(self, shape):
         return np.random.default_rng(self.seed).normal(self.mean, self.stddev, shape)
 
-    def get_config(self):
-        return {"seed": self.seed, "mean": self.mean, "stddev": self.stddev}
 
-
-class TruncatedNormal(Initializer):
+class TruncatedNormal(RandomNormal):
     """Normal, redrawn outside ``mean +- 2 * stddev``."""
-
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev, self.seed = mean, stddev, _check_seed(seed)
 
     def values(self, shape):
         return truncated_normal(np.random.default_rng(self.seed), shape, self.mean, self.stddev)
 
-    def get_config(self):
-        return {"seed": self.seed, "mean": self.mean, "stddev": self.stddev}
 
+class RandomUniform(_Drawn):
+    PARAMETERS = ("minval", "maxval")
 
-class RandomUniform(Initializer):
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
         self.minval, self.maxval, self.seed = minval, maxval, _check_seed(seed)
 
     def values(self, shape):
         return np.random.default_rng(self.seed).uniform(self.minval, self.maxval, shape)
-
-    def get_config(self):
-        return {"seed": self.seed, "minval": self.minval, "maxval": self.maxval}
 
 
 class VarianceScaling(Initializer):
@@ -199,28 +200,18 @@ class _FixedVarianceScaling(VarianceScaling):
                 "output_axes": self.output_axes}
 
 
-class GlorotUniform(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (1.0, "fan_avg", "uniform")
+def _fixed_variance_scaling(name: str, scale: float, mode: str, distribution: str) -> type:
+    return type(name, (_FixedVarianceScaling,), {
+        "SCALE_MODE_DISTRIBUTION": (scale, mode, distribution), "__module__": __name__,
+        "__doc__": f"Keras' ``{name}``: VarianceScaling({scale}, {mode!r}, {distribution!r})."})
 
 
-class GlorotNormal(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (1.0, "fan_avg", "truncated_normal")
-
-
-class HeUniform(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (2.0, "fan_in", "uniform")
-
-
-class HeNormal(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (2.0, "fan_in", "truncated_normal")
-
-
-class LecunUniform(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (1.0, "fan_in", "uniform")
-
-
-class LecunNormal(_FixedVarianceScaling):
-    SCALE_MODE_DISTRIBUTION = (1.0, "fan_in", "truncated_normal")
+GlorotUniform = _fixed_variance_scaling("GlorotUniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _fixed_variance_scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal")
+HeUniform = _fixed_variance_scaling("HeUniform", 2.0, "fan_in", "uniform")
+HeNormal = _fixed_variance_scaling("HeNormal", 2.0, "fan_in", "truncated_normal")
+LecunUniform = _fixed_variance_scaling("LecunUniform", 1.0, "fan_in", "uniform")
+LecunNormal = _fixed_variance_scaling("LecunNormal", 1.0, "fan_in", "truncated_normal")
 
 
 class Orthogonal(Initializer):

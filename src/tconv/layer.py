@@ -15,15 +15,14 @@ constraints left to the optimizer step (here ``apply_constraints()``).
 from __future__ import annotations
 
 import itertools
-import numbers
 
 import array_api_compat
 import numpy as np
 
 from . import activations, constraints, initializers, regularizers
 from ._dispatch import conv2d_transpose
-from ._spec import (_pair, conv2d_transpose_output_shape, make_spec, normalize_data_format,
-                    normalize_padding)
+from ._options import positive_int, standardize_tuple, validate_options
+from ._spec import compute_output_shape
 
 __all__ = ["Conv2DTranspose"]
 
@@ -90,20 +89,11 @@ class Conv2DTranspose:
         if unknown:
             raise ValueError(f"unrecognized keyword arguments passed to Conv2DTranspose: "
                              f"{unknown}; valid ones are the Keras arguments and {LAYER_KWARGS}")
-        if not isinstance(filters, numbers.Integral) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        self.padding = normalize_padding(padding)
-        self.data_format = normalize_data_format(data_format)
-        self.output_padding = (None if output_padding is None
-                               else _pair(output_padding, "output_padding", minimum=0))
-        # The geometry rules live in make_spec. A 2x2 input never makes an empty output, so a
-        # refusal here is a refusal of the options themselves.
-        spec = make_spec((1, 2, 2, 1), (*self.kernel_size, 1, 1), strides=strides,
-                         padding=padding, output_padding=output_padding,
-                         data_format="channels_last", dilation_rate=dilation_rate)
-        self.strides, self.dilation_rate = spec.strides, spec.dilation_rate
+        self.filters = positive_int(filters, "filters")
+        self.kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
+        self._options = validate_options(2, strides=strides, padding=padding,
+                                         output_padding=output_padding, data_format=data_format,
+                                         dilation_rate=dilation_rate)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -126,6 +116,13 @@ class Conv2DTranspose:
             self.build((None, *kwargs["input_shape"]))
 
     # --- Keras' surface ---------------------------------------------------------------------
+
+    # The normalized options, read-only: the layer's geometry is fixed at construction.
+    strides = property(lambda self: self._options.strides)
+    padding = property(lambda self: self._options.padding)
+    output_padding = property(lambda self: self._options.output_padding)
+    data_format = property(lambda self: self._options.data_format)
+    dilation_rate = property(lambda self: self._options.dilation_rate)
 
     @property
     def built(self) -> bool:
@@ -156,10 +153,8 @@ class Conv2DTranspose:
             inputs = xp.astype(inputs, compute_dtype)
         kernel, bias = (None if weight is None else xp.astype(weight, compute_dtype, copy=False)
                         for weight in (self.kernel, self.bias))
-        outputs = self.activation(conv2d_transpose(
-            inputs, kernel, bias, strides=self.strides, padding=self.padding,
-            output_padding=self.output_padding, data_format=self.data_format,
-            dilation_rate=self.dilation_rate))
+        outputs = self.activation(conv2d_transpose(inputs, kernel, bias,
+                                                   **self._options.keywords()))
         self._activity_losses = []
         if self.activity_regularizer is not None:
             # Keras 3 divides by the batch size, so the penalty does not grow with the batch.
@@ -169,10 +164,7 @@ class Conv2DTranspose:
         return outputs
 
     def compute_output_shape(self, input_shape) -> tuple:
-        return conv2d_transpose_output_shape(
-            input_shape, self.kernel_size, self.filters, strides=self.strides,
-            padding=self.padding, output_padding=self.output_padding,
-            data_format=self.data_format, dilation_rate=self.dilation_rate)
+        return compute_output_shape(self._options, self.kernel_size, input_shape, self.filters)
 
     @property
     def weights(self) -> list:

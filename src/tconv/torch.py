@@ -1,4 +1,6 @@
-"""``tconv.torch``: Keras' ``Conv2DTranspose`` layer as a torch ``nn.Module``.
+"""``tconv.torch``: Keras' ``Conv2DTranspose`` layer as a torch ``nn.Module``, and drop-ins for
+torch's own ``nn.ConvTranspose2d`` and ``nn.functional.conv_transpose2d`` on tconv's op (Triton
+kernels on CUDA, the CPU path elsewhere).
 
 Imported on first use (``import tconv.torch`` or ``tconv.torch``), never by ``import tconv``.
 """
@@ -6,20 +8,13 @@ Imported on first use (``import tconv.torch`` or ``tconv.torch``), never by ``im
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from ._dispatch import conv2d_transpose
-from ._spec import _pair, make_spec, normalize_data_format
+from ._options import positive_int, standardize_tuple, validate_options
 
-__all__ = ["Conv2DTranspose"]
-
-
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+__all__ = ["Conv2DTranspose", "ConvTranspose2d", "conv_transpose2d"]
 
 
 class Conv2DTranspose(torch.nn.Module):
@@ -36,28 +31,20 @@ class Conv2DTranspose(torch.nn.Module):
                  output_padding=None, dilation_rate=1, groups=1, use_bias=True,
                  data_format="channels_first", device=None, dtype=None):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        filters = _positive_int(filters, "filters")
-        kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        groups = _positive_int(groups, "groups")
-        if filters % groups:
-            raise ValueError(f"groups must divide filters ({filters}), got {groups}")
-        kernel_shape = (*kernel_size, filters // groups, in_channels)
-        # The options' rules live in make_spec: check them now on a one-pixel input, not at the
-        # first forward.
-        spec = make_spec((1, 1, 1, in_channels), kernel_shape, strides=strides, padding=padding,
-                         output_padding=output_padding, data_format="channels_last",
-                         dilation_rate=dilation_rate, groups=groups)
-        self.in_channels = in_channels
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = spec.strides
-        self.padding = spec.padding
-        self.output_padding = (None if output_padding is None
-                               else _pair(output_padding, "output_padding", minimum=0))
-        self.dilation_rate = spec.dilation_rate
-        self.groups = groups
-        self.data_format = normalize_data_format(data_format)
+        self.kernel_size = standardize_tuple(kernel_size, 2, "kernel_size", minimum=1)
+        options = validate_options(2, strides=strides, padding=padding,
+                                   output_padding=output_padding, data_format=data_format,
+                                   dilation_rate=dilation_rate, groups=groups,
+                                   filters=filters, in_channels=in_channels)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.filters = positive_int(filters, "filters")
+        self.strides = options.strides
+        self.padding = options.padding
+        self.output_padding = options.output_padding
+        self.dilation_rate = options.dilation_rate
+        self.groups = options.groups
+        self.data_format = options.data_format
+        kernel_shape = (*self.kernel_size, self.filters // self.groups, self.in_channels)
         factory = {"device": device, "dtype": dtype}
         self.kernel = torch.nn.Parameter(torch.empty(kernel_shape, **factory))
         if use_bias:
@@ -91,3 +78,46 @@ class Conv2DTranspose(torch.nn.Module):
                 f"output_padding={self.output_padding}, dilation_rate={self.dilation_rate}, "
                 f"groups={self.groups}, use_bias={self.bias is not None}, "
                 f"data_format={self.data_format!r}")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """``torch.nn.functional.conv_transpose2d``'s signature and results, on tconv's op.
+
+    ``input`` is ``(N, C, H, W)`` or batchless ``(C, H, W)``; ``weight`` is in torch's layout
+    ``(in_channels, out_channels // groups, kH, kW)``; ``padding`` (an int or ``(ph, pw)``) crops
+    both sides of each axis and ``output_padding`` adds rows/columns at the bottom/right, below
+    ``max(stride, dilation)``. Differentiable (twice), and ``torch.compile`` sees one node.
+    """
+    if input.dim() not in (3, 4):
+        raise ValueError(f"input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape "
+                         f"{tuple(input.shape)}")
+    if weight.dim() != 4 or weight.shape[0] != input.shape[-3]:
+        raise ValueError(f"weight must have shape (in_channels, out_channels // groups, kH, kW) "
+                         f"with in_channels = {input.shape[-3]} (the input's channels), got "
+                         f"shape {tuple(weight.shape)}")
+    batched = input.dim() == 4
+    # torch's weight (in, out // groups, kH, kW) is Keras' kernel (kH, kW, out // groups, in).
+    y = conv2d_transpose(input if batched else input.unsqueeze(0), weight.permute(2, 3, 1, 0),
+                         bias, strides=stride,
+                         padding=standardize_tuple(padding, 2, "padding", minimum=0),
+                         output_padding=output_padding, data_format="channels_first",
+                         dilation_rate=dilation, groups=groups)
+    return y if batched else y.squeeze(0)
+
+
+class ConvTranspose2d(torch.nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` whose forward runs :func:`conv_transpose2d`.
+
+    Everything else is torch's own module: the arguments and their checks (``padding_mode``
+    other than "zeros" refused), ``weight`` ``(in_channels, out_channels // groups, kH, kW)``
+    and ``bias``, their initialization, the ``state_dict`` (a checkpoint of
+    ``nn.ConvTranspose2d`` loads unchanged), and how ``forward(input, output_size)`` picks the
+    output padding.
+    """
+
+    def forward(self, input: torch.Tensor, output_size=None) -> torch.Tensor:
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
+                                              self.kernel_size, 2, self.dilation)
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation)

@@ -11,7 +11,9 @@ rows of ``s`` by columns of ``s``, so a block of taps sharing a shift lands as o
 - :class:`TapsOutermost`: ``(G, Fg, N, rows, sh, cols, sw)``, one add per tap of runs of
   ``in_width`` values (image outputs of 1-3 filters on NumPy), cropped and transposed at the end.
 
-Every buffer starts as the bias (zeros without one), so the products add onto it.
+A buffer starts as the bias (zeros without one), so the products add onto it; where every cell
+takes exactly one product (kernel == stride, nothing cropped), the products plus the bias are set
+into an unset one instead.
 """
 
 from __future__ import annotations

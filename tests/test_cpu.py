@@ -366,6 +366,7 @@ PLACEMENTS = [
 @pytest.mark.parametrize("use_bias", [True, False])
 @row_or_image_pieces
 def test_each_placement_matches_reference(xp, geometry, placement, set_once, use_bias, piece):
+    """Forward by each placement, and the backward on the same shapes."""
     g = dict(batch=2, size=(4, 5), in_channels=3, filters_per_group=2, groups=1,
              dilation_rate=(1, 1), output_padding=None, data_format="channels_last",
              use_bias=use_bias)
@@ -378,6 +379,12 @@ def test_each_placement_matches_reference(xp, geometry, placement, set_once, use
     assert (type(chosen).__name__, chosen.set_once) == (placement, set_once)
     y = _cpu.conv2d_transpose(xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
                               None if bias is None else xp.asarray(bias), spec, tuning=tuning)
-    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt),
-                               reference.forward(x, kernel, bias, **_ref_options(options)),
-                               rtol=1e-10, atol=1e-10)
+    expected = reference.forward(x, kernel, bias, **_ref_options(options))
+    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected, rtol=1e-10, atol=1e-10)
+    dy = np.random.default_rng(1).standard_normal(expected.shape)   # k == s 'valid': dy unpadded
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)),
+                                           xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+                                           spec, tuning=tuning)
+    ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
+    for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import reference
 import tconv
 from tconv import _cpu
+from tconv._cpu import _placement
 
 pair = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
@@ -342,3 +343,48 @@ def test_a_callers_one_thread_limit_keeps_the_work_on_the_calling_thread(xp):
     others = sum(after[t] - before.get(t, 0) for t in after if t != me)
     assert mine >= 5, "too little work to tell"
     assert others <= 1 + mine // 20, (mine, others)
+
+
+# (geometry, the placement it takes on NumPy with filters innermost, whether it sets each cell
+# once): each forward mode on a small shape, with and without bias, in whole images and in rows.
+PLACEMENTS = [
+    (dict(kernel_size=(3, 3), strides=(2, 2), padding="same"), "IntoOutput", False),  # on grid
+    (dict(kernel_size=(5, 5), strides=(2, 2), padding="same"), "IntoOutput", False),  # off grid
+    (dict(kernel_size=(4, 4), strides=(2, 2), padding="same"), "IntoUncropped", False),
+    (dict(kernel_size=(2, 3), strides=(2, 2), padding="valid"), "IntoUncropped", False),
+    (dict(kernel_size=(2, 2), strides=(2, 2), padding="valid"), "IntoOutput", True),
+    (dict(kernel_size=(2, 2), strides=(2, 2), padding="valid", data_format="channels_first"),
+     "IntoUncropped", True),
+    (dict(kernel_size=(3, 2), strides=(3, 2), padding="valid", output_padding=(1, 1)),
+     "IntoUncropped", False),                                    # the crop reaches past landings
+]
+
+
+@in_place_namespaces
+@pytest.mark.parametrize("geometry, placement, set_once", PLACEMENTS,
+                         ids=[f"{p}-{i}" for i, (_, p, _) in enumerate(PLACEMENTS)])
+@pytest.mark.parametrize("use_bias", [True, False])
+@row_or_image_pieces
+def test_each_placement_matches_reference(xp, geometry, placement, set_once, use_bias, piece):
+    """Forward by each placement, and the backward on the same shapes."""
+    g = dict(batch=2, size=(4, 5), in_channels=3, filters_per_group=2, groups=1,
+             dilation_rate=(1, 1), output_padding=None, data_format="channels_last",
+             use_bias=use_bias)
+    g.update(geometry)
+    x, kernel, bias, options = _case(g)
+    fmt = options["data_format"]
+    spec = tconv.make_spec(_to_layout(x, fmt).shape, kernel.shape, **options)
+    tuning = _cpu.Tuning(piece_pixels=1 if piece == "row" else 4 * 5, taps_outermost=False)
+    chosen = _placement.make_placement(np, spec, tuning, None, np.float64, np.float64, "cpu")
+    assert (type(chosen).__name__, chosen.set_once) == (placement, set_once)
+    y = _cpu.conv2d_transpose(xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+                              None if bias is None else xp.asarray(bias), spec, tuning=tuning)
+    expected = reference.forward(x, kernel, bias, **_ref_options(options))
+    np.testing.assert_allclose(_from_layout(np.asarray(y), fmt), expected, rtol=1e-10, atol=1e-10)
+    dy = np.random.default_rng(1).standard_normal(expected.shape)   # k == s 'valid': dy unpadded
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(_to_layout(dy, fmt)),
+                                           xp.asarray(_to_layout(x, fmt)), xp.asarray(kernel),
+                                           spec, tuning=tuning)
+    ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
+    for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)

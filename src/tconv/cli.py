@@ -121,9 +121,12 @@ def write_scaling_chart(points: list[dict], path: Path) -> None:
                             markersize=4)
         axis.set_xlabel("FLOPs per forward call")
         axis.set_ylabel("ns per FLOP (lower is faster)")
-        axis.set_title(f"{layer}: batch 1..256 (solid), image 8^2..256^2 at batch 1 (dashed)")
+        axis.set_title(layer)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="x-small")
+    figure.suptitle(f"forward, float32: batch {SCALING_BATCHES[0]}..{SCALING_BATCHES[-1]} "
+                    f"(solid), image side {SCALING_SIZES[0]}..{SCALING_SIZES[-1]} at batch 1 "
+                    "(dashed)")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

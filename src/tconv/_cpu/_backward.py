@@ -56,8 +56,11 @@ def _padded_to_every_landing(xp, dy, spec: ConvTransposeSpec):
     (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
     reach_h = (spec.in_height - 1) * sh + (spec.kernel_height - 1) * dh - spec.pad_top
     reach_w = (spec.in_width - 1) * sw + (spec.kernel_width - 1) * dw - spec.pad_left
-    return xpx.pad(dy, [(0, 0), (spec.pad_top, max(0, reach_h - (spec.out_height - 1))),
-                        (spec.pad_left, max(0, reach_w - (spec.out_width - 1))), (0, 0)], xp=xp)
+    widths = [(0, 0), (spec.pad_top, max(0, reach_h - (spec.out_height - 1))),
+              (spec.pad_left, max(0, reach_w - (spec.out_width - 1))), (0, 0)]
+    if not any(before or after for before, after in widths):   # 'valid', k <= s: no copy
+        return dy
+    return xpx.pad(dy, widths, xp=xp)
 
 
 def _windows(xp, dy_padded, spec: ConvTransposeSpec, n0, n1, r0, r1):

@@ -5,12 +5,15 @@ rows of ``s`` by columns of ``s``, so a block of taps sharing a shift lands as o
 
 - :class:`IntoUncropped`: filters innermost, ``(N, rows, sh, cols, sw, F)``, the uncropped output;
   Keras' crop is copied out at the end.
-- :class:`IntoOutput`: the same layout clipped to the output itself, when the crop starts and ends
-  on the stride grid and the caller wants NHWC in the compute dtype: nothing is copied.
+- :class:`IntoOutput`: the same layout clipped to the output itself, its grid starting at Keras'
+  crop, when that takes no more adds (:func:`_output_grid_fits`) and the caller wants NHWC in
+  the compute dtype: nothing is copied.
 - :class:`TapsOutermost`: ``(G, Fg, N, rows, sh, cols, sw)``, one add per tap of runs of
   ``in_width`` values (image outputs of 1-3 filters on NumPy), cropped and transposed at the end.
 
-Every buffer starts as the bias (zeros without one), so the products add onto it.
+A buffer starts as the bias (zeros without one), so the products add onto it; where every cell
+takes exactly one product (kernel == stride, nothing cropped), the products plus the bias are set
+into an unset one instead.
 """
 
 from __future__ import annotations
@@ -25,26 +28,40 @@ def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out
     """The placement for this call (see the module docstring for when each applies)."""
     if taps_outermost(xp, spec, tuning):
         return TapsOutermost(xp, spec, bias, dtype, device_)
-    (sh, sw) = spec.strides
-    on_grid = (spec.pad_top % sh == 0 and spec.out_height % sh == 0
-               and spec.pad_left % sw == 0 and spec.out_width % sw == 0)
-    if on_grid and spec.data_format == "channels_last" and dtype == out_dtype:
+    if (spec.data_format == "channels_last" and dtype == out_dtype
+            and all(_output_grid_fits(spec, axis) for axis in (0, 1))):
         return IntoOutput(xp, spec, bias, dtype, device_)
     return IntoUncropped(xp, spec, bias, dtype, device_)
 
 
-def tap_blocks(kernel_size: int, stride: int, dilation: int):
+def tap_blocks(kernel_size: int, stride: int, dilation: int, offset: int = 0):
     """Taps grouped into blocks ``(first, stop, shift, residue)`` that land together.
 
-    Tap ``t`` moves input row ``i`` to full-output row ``i*s + t*d = (i + shift)*s + residue``.
-    Undilated, the taps ``[shift*s, shift*s + s)`` share one shift and take consecutive residues
-    from 0, so one strided add places the whole block; dilated taps go one by one.
+    Tap ``t`` moves input row ``i`` to row ``i*s + t*d - offset = (i + shift)*s + residue`` of a
+    buffer that starts ``offset`` rows into the full output. Undilated, the taps with one shift
+    take consecutive residues, so one strided add places the whole block; dilated taps go one
+    by one.
     """
     if dilation == 1:
-        return [(first, min(kernel_size, first + stride), first // stride, 0)
-                for first in range(0, kernel_size, stride)]
-    return [(tap, tap + 1, tap * dilation // stride, tap * dilation % stride)
+        shifts = range((-offset) // stride, (kernel_size - 1 - offset) // stride + 1)
+        return [(max(0, offset + shift * stride), min(kernel_size, offset + (shift + 1) * stride),
+                 shift, max(0, offset + shift * stride) - offset - shift * stride)
+                for shift in shifts]
+    return [(tap, tap + 1, (tap * dilation - offset) // stride, (tap * dilation - offset) % stride)
             for tap in range(kernel_size)]
+
+
+def _output_grid_fits(spec: ConvTransposeSpec, axis: int) -> bool:
+    """Whether the output itself, viewed as a grid starting at Keras' crop, takes the adds: it
+    must be whole grid rows, and starting off the stride grid must not split a tap block in two
+    (k=5, s=2 with the crop at 1 keeps 3 blocks; k=4, s=2 goes from 2 to 3 blocks, whose more and
+    shorter adds cost more than the crop copy they save)."""
+    kernel_size, stride = spec.kernel_shape[axis], spec.strides[axis]
+    out_size, pad = ((spec.out_height, spec.pad_top) if axis == 0
+                     else (spec.out_width, spec.pad_left))
+    dilation = spec.dilation_rate[axis]
+    return (out_size % stride == 0 and len(tap_blocks(kernel_size, stride, dilation, pad))
+            == len(tap_blocks(kernel_size, stride, dilation)))
 
 
 def _starting_buffer(xp, shape, bias, dtype, device_):
@@ -65,16 +82,32 @@ def _uncropped_extent(spec: ConvTransposeSpec, blocks_h, blocks_w):
 
 class _FiltersInnermost:
     """Adds tap blocks of ``(N, H, W, kh, kw, F)`` products into a buffer viewed as
-    ``(N, rows, sh, cols, sw, F)`` holding grid rows ``[row0, row0 + rows)`` and columns
-    ``[col0, col0 + cols)``; what lands outside them is dropped."""
+    ``(N, rows, sh, cols, sw, F)`` that starts ``_offsets()`` rows and columns into the full
+    output; what lands outside it is dropped."""
 
     def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
         self.xp, self.spec = xp, spec
-        self.blocks_h = tap_blocks(spec.kernel_height, spec.strides[0], spec.dilation_rate[0])
-        self.blocks_w = tap_blocks(spec.kernel_width, spec.strides[1], spec.dilation_rate[1])
-        self.row0, self.rows, self.col0, self.cols = self._grid()
+        offset_h, offset_w = self._offsets()
+        self.blocks_h = tap_blocks(spec.kernel_height, spec.strides[0], spec.dilation_rate[0],
+                                   offset_h)
+        self.blocks_w = tap_blocks(spec.kernel_width, spec.strides[1], spec.dilation_rate[1],
+                                   offset_w)
+        self.rows, self.cols = self._grid()
         shape = (spec.batch, self.rows, spec.strides[0], self.cols, spec.strides[1], spec.filters)
-        self.full = _starting_buffer(xp, shape, bias, dtype, device_)
+        # Kernel == stride (unet's k2 s2), uncropped: each cell takes exactly one product, so the
+        # products (plus the bias, while in cache) are set into an unset buffer, no adds.
+        self.set_once = (self._one_block_fills(self.blocks_h, 0, self.rows)
+                         and self._one_block_fills(self.blocks_w, 1, self.cols))
+        if self.set_once:
+            self.bias = bias
+            self.full = xp.empty(shape, dtype=dtype, device=device_)
+        else:
+            self.full = _starting_buffer(xp, shape, bias, dtype, device_)
+
+    def _one_block_fills(self, blocks, axis: int, cells: int) -> bool:
+        in_size = self.spec.in_height if axis == 0 else self.spec.in_width
+        return (len(blocks) == 1 and blocks[0] == (0, self.spec.strides[axis], 0, 0)
+                and cells == in_size)
 
     def add(self, x_piece, kernel, n0: int, r0: int):
         """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
@@ -87,18 +120,24 @@ class _FiltersInnermost:
         products = xp.permute_dims(xp.reshape(products, (spec.groups, -1, kh * kw, fg)),
                                    (1, 2, 0, 3))
         products = xp.reshape(products, (nb, hr, w, kh, kw, spec.filters))
+        if self.set_once:
+            if self.bias is not None:
+                products = add_into(xp, products, ..., self.bias)
+            index = (slice(n0, n0 + nb), slice(r0, r0 + hr), ...)
+            self.full = set_into(xp, self.full, index, xp.permute_dims(products, (0, 1, 3, 2, 4, 5)))
+            return
         for first_h, stop_h, shift_h, residue_h in self.blocks_h:
-            # Input rows i land on grid row i + shift - row0: keep those inside the buffer.
-            i0 = max(0, self.row0 - shift_h - r0)
-            i1 = min(hr, self.rows + self.row0 - shift_h - r0)
+            # Input rows i land on grid row i + shift: keep those inside the buffer.
+            i0 = max(0, -shift_h - r0)
+            i1 = min(hr, self.rows - shift_h - r0)
             for first_w, stop_w, shift_w, residue_w in self.blocks_w:
-                j0 = max(0, self.col0 - shift_w)
-                j1 = min(w, self.cols + self.col0 - shift_w)
+                j0 = max(0, -shift_w)
+                j1 = min(w, self.cols - shift_w)
                 if i0 >= i1 or j0 >= j1:
                     continue
                 block = products[:, i0:i1, j0:j1, first_h:stop_h, first_w:stop_w, :]
-                row = r0 + i0 + shift_h - self.row0
-                col = j0 + shift_w - self.col0
+                row = r0 + i0 + shift_h
+                col = j0 + shift_w
                 index = (slice(n0, n0 + nb), slice(row, row + i1 - i0),
                          slice(residue_h, residue_h + stop_h - first_h),
                          slice(col, col + j1 - j0),
@@ -110,9 +149,11 @@ class _FiltersInnermost:
 class IntoUncropped(_FiltersInnermost):
     """Filters innermost into the uncropped output; Keras' crop is copied out at the end."""
 
+    def _offsets(self):
+        return 0, 0
+
     def _grid(self):
-        rows, cols = _uncropped_extent(self.spec, self.blocks_h, self.blocks_w)
-        return 0, rows, 0, cols
+        return _uncropped_extent(self.spec, self.blocks_h, self.blocks_w)
 
     def output(self, out_dtype):
         """The result: a new C-contiguous array in the caller's layout and dtype."""
@@ -126,13 +167,15 @@ class IntoUncropped(_FiltersInnermost):
 
 
 class IntoOutput(_FiltersInnermost):
-    """Filters innermost into the output itself: Keras' crop is on the stride grid, so grid rows
-    ``[pad_top / sh, (pad_top + out_height) / sh)`` (and likewise columns) are the output."""
+    """Filters innermost into the output itself: a grid that starts at Keras' crop
+    (``pad_top``, ``pad_left``) and holds ``out_height / sh`` by ``out_width / sw`` cells."""
+
+    def _offsets(self):
+        return self.spec.pad_top, self.spec.pad_left
 
     def _grid(self):
         spec = self.spec
-        (sh, sw) = spec.strides
-        return spec.pad_top // sh, spec.out_height // sh, spec.pad_left // sw, spec.out_width // sw
+        return spec.out_height // spec.strides[0], spec.out_width // spec.strides[1]
 
     def output(self, out_dtype):
         return self.xp.reshape(self.full, self.spec.output_shape)

@@ -26,6 +26,13 @@ def test_bench_runs_a_case_and_writes_table_json_and_chart(tmp_path, capsys):
         if "torch NCHW" in row["peers"]:   # torch is timed in both its layouts
             assert {"torch NCHW", "torch channels_last"} <= set(row["times_ms"][pass_name])
     assert result["sgemm_gflops"] > 0
+    # The H100 floor of each pass: FLOPs, fewest bytes (x, kernel, bias, y once each, float32).
+    forward = row["roofline_h100"]["forward"]
+    assert forward["flops"] == row["flops_forward"]
+    assert forward["bytes"] == 4 * (32 * 7 * 7 * 32 + 3 * 3 * 64 * 32 + 64 + 32 * 14 * 14 * 64)
+    assert forward["tf32_ms"] == pytest.approx(max(forward["flops"] / 494e9,
+                                                   forward["bytes"] / 3.35e9))
+    assert "roofline of the same layers on an H100 SXM" in table
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if "max_abs_error_tconv" in row:  # torch installed: the float32 result is as close as torch's
         assert row["max_abs_error_tconv"] <= 10 * row["max_abs_error_torch"] + 1e-5

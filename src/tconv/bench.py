@@ -26,6 +26,8 @@ import numpy as np
 
 import tconv
 
+from ._roofline import roofline
+
 
 @dataclass(frozen=True)
 class Case:
@@ -293,7 +295,7 @@ def run_case(case: Case, *, min_repeats: int, budget_s: float, passes=PASSES,
     run, default all), and the float32 errors when torch is there."""
     inputs = case_inputs(case)
     row = {"case": case.name, "flops_forward": case.spec.flops, "times_ms": {}, "errors": {},
-           "peers": []}
+           "peers": [], "roofline_h100": h100_floor(case.spec)}
     runnable = {}
     for name, (build, is_peer, sync) in implementations().items():
         if columns is not None and name not in columns:
@@ -312,6 +314,19 @@ def run_case(case: Case, *, min_repeats: int, budget_s: float, passes=PASSES,
     if columns is None and importable("torch"):
         row["max_abs_error_tconv"], row["max_abs_error_torch"] = _max_abs_error(case, *inputs[:3])
     return row
+
+
+def h100_floor(spec) -> dict:
+    """Per GPU pass, its float32 roofline on an H100 SXM (``tconv._roofline``): FLOPs, fewest
+    bytes moved and the lower-bound time with TF32 and with IEEE products, so the CPU figures
+    and a GPU run read against one limit."""
+    floors = {}
+    for pass_name in ("forward", "dgrad", "wgrad"):
+        tf32, ieee = (roofline(spec, precision, pass_name)
+                      for precision in ("float32-tf32", "float32-ieee"))
+        floors[pass_name] = {"flops": tf32.flops, "bytes": tf32.bytes,
+                             "tf32_ms": tf32.seconds * 1e3, "ieee_ms": ieee.seconds * 1e3}
+    return floors
 
 
 def ratio(row: dict, pass_name: str, name: str) -> float | None:

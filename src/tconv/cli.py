@@ -44,6 +44,13 @@ def format_table(rows: list[dict], sgemm: float) -> str:
         text += ["", "max abs error of the float32 forward vs torch in float64:"] + errors
     for row in rows:
         text += [f"  {row['case']}: {name} skipped ({why})" for name, why in row["errors"].items()]
+    text += ["", "roofline of the same layers on an H100 SXM, float32 (tconv._roofline): GFLOP, "
+             "fewest MB moved, lower-bound ms with TF32 / IEEE products"]
+    for row in rows:
+        floors = row["roofline_h100"]
+        text.append(f"  {row['case']}: " + "; ".join(
+            f"{name} {f['flops'] / 1e9:.2f} GFLOP {f['bytes'] / 1e6:.1f} MB "
+            f"{f['tf32_ms']:.3f} / {f['ieee_ms']:.3f} ms" for name, f in floors.items()))
     text.append(f"\nsgemm (NumPy BLAS, 2048^3): {sgemm:.1f} GFLOP/s; ratio = fastest peer's median "
                 "time / tconv's (> 1: tconv faster)")
     return "\n".join(text)

@@ -162,9 +162,9 @@ def _rank_of(x) -> int:
     return len(x.shape) - 2
 
 
-def _forward(rank, x, kernel, bias, **options):
+def _forward(rank, x, kernel, bias, *options):
     is_torch = _check_arrays("x", x=x, kernel=kernel, bias=bias)
-    spec = _spec(rank, x, kernel, is_torch, **options)
+    spec = _spec(rank, x, kernel, is_torch, *options)
     if bias is not None and tuple(bias.shape) != (spec.filters,):
         raise ValueError(f"bias must have shape (filters,) = ({spec.filters},), got "
                          f"{tuple(bias.shape)}")
@@ -173,9 +173,9 @@ def _forward(rank, x, kernel, bias, **options):
     return _in_dtype_of(y, x)
 
 
-def _backward(rank, dy, x, kernel, **options):
+def _backward(rank, dy, x, kernel, *options):
     is_torch = _check_arrays("x", x=x, kernel=kernel, dy=dy)
-    spec = _spec(rank, x, kernel, is_torch, **options)
+    spec = _spec(rank, x, kernel, is_torch, *options)
     if tuple(dy.shape) != spec.output_shape:
         raise ValueError(f"dy must have the forward's output shape {spec.output_shape} "
                          f"({spec.data_format}), got {tuple(dy.shape)}")
@@ -184,10 +184,33 @@ def _backward(rank, dy, x, kernel, **options):
     return tuple(_in_dtype_of(g, x) for g in gradients)
 
 
-def conv_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                   data_format=None, dilation_rate=1, groups=1, backend="auto",
-                   output_shape=None):
-    """Keras ``Conv1DTranspose`` / ``Conv2DTranspose`` / ``Conv3DTranspose`` as one function:
+def _named(function, name: str, doc: str):
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
+
+
+# The public functions: one forward and one backward per rank (None: ``x``'s spatial axes),
+# their options passed on in ``_spec``'s order.
+
+def _forward_form(rank, name: str, doc: str):
+    def forward(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
+                data_format=None, dilation_rate=1, groups=1, backend="auto", output_shape=None):
+        return _forward(rank, x, kernel, bias, strides, padding, output_padding, data_format,
+                        dilation_rate, groups, backend, output_shape)
+    return _named(forward, name, doc)
+
+
+def _backward_form(rank, name: str, doc: str):
+    def backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
+                 data_format=None, dilation_rate=1, groups=1, backend="auto", output_shape=None):
+        return _backward(rank, dy, x, kernel, strides, padding, output_padding, data_format,
+                         dilation_rate, groups, backend, output_shape)
+    return _named(backward, name, doc)
+
+
+conv_transpose = _forward_form(None, "conv_transpose", """
+    Keras ``Conv1DTranspose`` / ``Conv2DTranspose`` / ``Conv3DTranspose`` as one function:
     the transposed convolution of ``x`` over its 1, 2 or 3 spatial axes.
 
     Args:
@@ -206,71 +229,25 @@ def conv_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_p
 
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
-    """
-    return _forward(None, x, kernel, bias, strides=strides, padding=padding,
-                    output_padding=output_padding, data_format=data_format,
-                    dilation_rate=dilation_rate, groups=groups, backend=backend,
-                    output_shape=output_shape)
+    """)
 
 
-def conv_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                            data_format=None, dilation_rate=1, groups=1, backend="auto",
-                            output_shape=None):
-    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv_transpose` for an upstream gradient
-    ``dy``, as :func:`conv2d_transpose_backward` for every rank."""
-    return _backward(None, dy, x, kernel, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend,
-                     output_shape=output_shape)
+conv_transpose_backward = _backward_form(None, "conv_transpose_backward", """
+    Gradients ``(dx, dkernel, dbias)`` of :func:`conv_transpose` for an upstream gradient
+    ``dy``, as :func:`conv2d_transpose_backward` for every rank.""")
 
 
-def conv1d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto",
-                     output_shape=None):
-    """Keras ``Conv1DTranspose`` as a function: :func:`conv_transpose` for a rank-3 ``x``
-    ``(N, W, C)`` / ``(N, C, W)`` and a kernel ``(kernel_w, filters // groups, in_channels)``."""
-    return _forward(1, x, kernel, bias, strides=strides, padding=padding,
-                    output_padding=output_padding, data_format=data_format,
-                    dilation_rate=dilation_rate, groups=groups, backend=backend,
-                    output_shape=output_shape)
+conv1d_transpose = _forward_form(1, "conv1d_transpose", """
+    Keras ``Conv1DTranspose`` as a function: :func:`conv_transpose` for a rank-3 ``x``
+    ``(N, W, C)`` / ``(N, C, W)`` and a kernel ``(kernel_w, filters // groups, in_channels)``.""")
 
 
-def conv1d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                              data_format=None, dilation_rate=1, groups=1, backend="auto",
-                              output_shape=None):
-    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv1d_transpose`."""
-    return _backward(1, dy, x, kernel, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend,
-                     output_shape=output_shape)
+conv1d_transpose_backward = _backward_form(1, "conv1d_transpose_backward", """
+    Gradients ``(dx, dkernel, dbias)`` of :func:`conv1d_transpose`.""")
 
 
-def conv3d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto",
-                     output_shape=None):
-    """Keras ``Conv3DTranspose`` as a function: :func:`conv_transpose` for a rank-5 ``x``
-    ``(N, D, H, W, C)`` / ``(N, C, D, H, W)`` and a kernel ``(kernel_d, kernel_h, kernel_w,
-    filters // groups, in_channels)``."""
-    return _forward(3, x, kernel, bias, strides=strides, padding=padding,
-                    output_padding=output_padding, data_format=data_format,
-                    dilation_rate=dilation_rate, groups=groups, backend=backend,
-                    output_shape=output_shape)
-
-
-def conv3d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                              data_format=None, dilation_rate=1, groups=1, backend="auto",
-                              output_shape=None):
-    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv3d_transpose`."""
-    return _backward(3, dy, x, kernel, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend,
-                     output_shape=output_shape)
-
-
-def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output_padding=None,
-                     data_format=None, dilation_rate=1, groups=1, backend="auto",
-                     output_shape=None):
-    """Keras ``Conv2DTranspose`` as a function: the transposed 2D convolution of ``x``.
+conv2d_transpose = _forward_form(2, "conv2d_transpose", """
+    Keras ``Conv2DTranspose`` as a function: the transposed 2D convolution of ``x``.
 
     Args:
         x: rank-4 array, ``(N, H, W, C)`` for ``channels_last`` or ``(N, C, H, W)`` for
@@ -308,23 +285,23 @@ def conv2d_transpose(x, kernel, bias=None, *, strides=1, padding="valid", output
 
     Raises:
         TypeError / ValueError naming the argument and the rule, before any compute.
-    """
-    return _forward(2, x, kernel, bias, strides=strides, padding=padding,
-                    output_padding=output_padding, data_format=data_format,
-                    dilation_rate=dilation_rate, groups=groups, backend=backend,
-                    output_shape=output_shape)
+    """)
 
 
-def conv2d_transpose_backward(dy, x, kernel, *, strides=1, padding="valid", output_padding=None,
-                              data_format=None, dilation_rate=1, groups=1, backend="auto",
-                              output_shape=None):
-    """Gradients of :func:`conv2d_transpose` for an upstream gradient ``dy``.
+conv2d_transpose_backward = _backward_form(2, "conv2d_transpose_backward", """
+    Gradients of :func:`conv2d_transpose` for an upstream gradient ``dy``.
 
     Takes the forward's arguments (no bias: its gradient does not depend on it) and returns
     ``(dx, dkernel, dbias)``, shaped like ``x``, ``kernel`` and ``(filters,)``; ``dbias`` is
     ``dy`` summed over batch and space and is always returned.
-    """
-    return _backward(2, dy, x, kernel, strides=strides, padding=padding,
-                     output_padding=output_padding, data_format=data_format,
-                     dilation_rate=dilation_rate, groups=groups, backend=backend,
-                     output_shape=output_shape)
+    """)
+
+
+conv3d_transpose = _forward_form(3, "conv3d_transpose", """
+    Keras ``Conv3DTranspose`` as a function: :func:`conv_transpose` for a rank-5 ``x``
+    ``(N, D, H, W, C)`` / ``(N, C, D, H, W)`` and a kernel ``(kernel_d, kernel_h, kernel_w,
+    filters // groups, in_channels)``.""")
+
+
+conv3d_transpose_backward = _backward_form(3, "conv3d_transpose_backward", """
+    Gradients ``(dx, dkernel, dbias)`` of :func:`conv3d_transpose`.""")

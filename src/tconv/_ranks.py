@@ -38,22 +38,18 @@ def lowered(backend):
 
 
 class _Lowered:
+    """The backend contract for specs of rank 1 or 3 (rank 2 goes to the backend itself)."""
+
     def __init__(self, backend):
         self.backend = backend
 
     def conv2d_transpose(self, x, kernel, bias, spec: ConvTransposeSpec):
-        if spec.rank == 1:
-            return _forward_rank1(self.backend, x, kernel, bias, spec)
-        if spec.rank == 3:
-            return _forward_rank3(self.backend, x, kernel, bias, spec)
-        return self.backend.conv2d_transpose(x, kernel, bias, spec)
+        forward = _forward_rank1 if spec.rank == 1 else _forward_rank3
+        return forward(self.backend, x, kernel, bias, spec)
 
     def conv2d_transpose_backward(self, dy, x, kernel, spec: ConvTransposeSpec):
-        if spec.rank == 1:
-            return _backward_rank1(self.backend, dy, x, kernel, spec)
-        if spec.rank == 3:
-            return _backward_rank3(self.backend, dy, x, kernel, spec)
-        return self.backend.conv2d_transpose_backward(dy, x, kernel, spec)
+        backward = _backward_rank1 if spec.rank == 1 else _backward_rank3
+        return backward(self.backend, dy, x, kernel, spec)
 
 
 def _plane_spec(spec: ConvTransposeSpec, *, unit_height: bool, batch: int,

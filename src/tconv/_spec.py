@@ -260,62 +260,50 @@ def compute_output_shape(options: ConvTransposeOptions, kernel_size, input_shape
                    positive_int(filters, "filters"))
 
 
-def _output_shape_of_rank(rank, input_shape, kernel_size, filters, **options) -> tuple:
-    """The output shape of a rank-``rank`` call; rank None is ``input_shape``'s length - 2."""
-    if rank is None:
-        if len(tuple(input_shape)) not in (3, 4, 5):
-            raise ValueError(f"input_shape must have rank 3, 4 or 5 (batch, 1 to 3 spatial "
-                             f"axes, channels), got {tuple(input_shape)}")
-        rank = len(tuple(input_shape)) - 2
-    kernel_size = standardize_tuple(kernel_size, rank, "kernel_size", minimum=1)
-    return compute_output_shape(validate_options(rank, **options), kernel_size, input_shape,
-                                filters)
+def _output_shape_form(rank, name: str, doc: str):
+    """The public output-shape function of rank ``rank`` (None: ``input_shape``'s length - 2),
+    as ``name``: Keras' ``compute_output_shape`` with the op's options."""
+
+    def shape_of(input_shape, kernel_size, filters, *, strides=1, padding="valid",
+                 output_padding=None, data_format=None, dilation_rate=1,
+                 output_shape=None) -> tuple:
+        call_rank = rank
+        if call_rank is None:
+            if len(tuple(input_shape)) not in (3, 4, 5):
+                raise ValueError(f"input_shape must have rank 3, 4 or 5 (batch, 1 to 3 spatial "
+                                 f"axes, channels), got {tuple(input_shape)}")
+            call_rank = len(tuple(input_shape)) - 2
+        kernel_size = standardize_tuple(kernel_size, call_rank, "kernel_size", minimum=1)
+        options = validate_options(call_rank, strides=strides, padding=padding,
+                                   output_padding=output_padding, data_format=data_format,
+                                   dilation_rate=dilation_rate, output_shape=output_shape)
+        return compute_output_shape(options, kernel_size, input_shape, filters)
+
+    shape_of.__name__ = shape_of.__qualname__ = name
+    shape_of.__doc__ = doc
+    return shape_of
 
 
-def conv_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
-                                padding="valid", output_padding=None, data_format=None,
-                                dilation_rate=1, output_shape=None) -> tuple:
-    """The output shape of :func:`tconv.conv_transpose`, Keras' ``compute_output_shape``.
+conv_transpose_output_shape = _output_shape_form(None, "conv_transpose_output_shape", """
+    The output shape of :func:`tconv.conv_transpose`, Keras' ``compute_output_shape``.
 
     ``input_shape`` is rank 3, 4 or 5 in ``data_format`` order (the rank of the convolution is
     its length minus 2); its batch entry may be None (kept as is). ``kernel_size`` is an int or
     one int per spatial axis.
-    """
-    return _output_shape_of_rank(None, input_shape, kernel_size, filters, strides=strides,
-                                 padding=padding, output_padding=output_padding,
-                                 data_format=data_format, dilation_rate=dilation_rate,
-                                 output_shape=output_shape)
+    """)
 
 
-def conv1d_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
-                                  padding="valid", output_padding=None, data_format=None,
-                                  dilation_rate=1, output_shape=None) -> tuple:
-    """The output shape of :func:`tconv.conv1d_transpose`: ``input_shape`` is rank 3."""
-    return _output_shape_of_rank(1, input_shape, kernel_size, filters, strides=strides,
-                                 padding=padding, output_padding=output_padding,
-                                 data_format=data_format, dilation_rate=dilation_rate,
-                                 output_shape=output_shape)
+conv1d_transpose_output_shape = _output_shape_form(1, "conv1d_transpose_output_shape", """
+    The output shape of :func:`tconv.conv1d_transpose`: ``input_shape`` is rank 3.""")
 
 
-def conv2d_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
-                                  padding="valid", output_padding=None, data_format=None,
-                                  dilation_rate=1, output_shape=None) -> tuple:
-    """The output shape of :func:`tconv.conv2d_transpose`, Keras' ``compute_output_shape``.
+conv2d_transpose_output_shape = _output_shape_form(2, "conv2d_transpose_output_shape", """
+    The output shape of :func:`tconv.conv2d_transpose`, Keras' ``compute_output_shape``.
 
     ``input_shape`` is rank 4 in ``data_format`` order; its batch entry may be None (kept as is).
     ``kernel_size`` is an int or a 2-tuple. The options are :func:`tconv.conv2d_transpose`'s.
-    """
-    return _output_shape_of_rank(2, input_shape, kernel_size, filters, strides=strides,
-                                 padding=padding, output_padding=output_padding,
-                                 data_format=data_format, dilation_rate=dilation_rate,
-                                 output_shape=output_shape)
+    """)
 
 
-def conv3d_transpose_output_shape(input_shape, kernel_size, filters, *, strides=1,
-                                  padding="valid", output_padding=None, data_format=None,
-                                  dilation_rate=1, output_shape=None) -> tuple:
-    """The output shape of :func:`tconv.conv3d_transpose`: ``input_shape`` is rank 5."""
-    return _output_shape_of_rank(3, input_shape, kernel_size, filters, strides=strides,
-                                 padding=padding, output_padding=output_padding,
-                                 data_format=data_format, dilation_rate=dilation_rate,
-                                 output_shape=output_shape)
+conv3d_transpose_output_shape = _output_shape_form(3, "conv3d_transpose_output_shape", """
+    The output shape of :func:`tconv.conv3d_transpose`: ``input_shape`` is rank 5.""")

@@ -266,3 +266,18 @@ def test_activation_runs_on_the_last_axis_in_channels_first():
     np.testing.assert_allclose(y.sum(axis=-1), 1.0)
     assert not np.allclose(y.sum(axis=1), 1.0)
     assert layer.activation is activations.softmax
+
+
+def test_layer_takes_the_ops_numeric_padding_and_round_trips_it():
+    """Beyond Keras: torch's padding convention, as the function takes it, against the
+    reference; the config keeps it."""
+    layer = tconv.Conv2DTranspose(3, 4, strides=2, padding=1, output_padding=1, dtype="float64")
+    x = np.random.default_rng(3).standard_normal((2, 5, 4, 2))
+    y = layer(x)
+    kernel, bias = layer.get_weights()
+    expected = reference.forward(x, kernel, bias, strides=(2, 2), padding=((1, 1), (1, 1)),
+                                 output_padding=(1, 1))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert y.shape == (2, 11, 9, 3)   # (5 - 1)*2 + 4 - 2 + 1 by (4 - 1)*2 + 4 - 2 + 1
+    clone = tconv.Conv2DTranspose.from_config(layer.get_config())
+    assert clone.padding == ((1, 1), (1, 1)) and clone.compute_output_shape(x.shape) == y.shape

@@ -28,6 +28,7 @@ from dataclasses import replace
 import array_api_extra as xpx
 from array_api_compat import array_namespace, device, is_jax_namespace
 
+from ._cpu._arrays import add_into, compute_dtype
 from ._spec import ConvTransposeSpec
 
 
@@ -100,21 +101,6 @@ def _backward_rank1(backend, dy, x, kernel, spec):
 
 # --- rank 3: a sum over depth taps ---------------------------------------------------------
 
-def _accumulation_dtype(xp, dtype):
-    """The depth sum of half precision partials runs in float32, as the backends accumulate."""
-    return dtype if dtype in (xp.float32, xp.float64) else xp.float32
-
-
-def _add_into(xp, buffer, index, values):
-    """``buffer[index] += values`` for a buffer made here: in place into a view of it, or
-    functionally on JAX."""
-    if is_jax_namespace(xp):
-        return xpx.at(buffer)[index].add(values)
-    target = buffer[index]
-    target += values
-    return buffer
-
-
 def _channels_last(xp, a, spec: ConvTransposeSpec):
     return xp.permute_dims(a, (0, 2, 3, 4, 1)) if spec.data_format == "channels_first" else a
 
@@ -150,12 +136,12 @@ def _folded(xp, a, spec: ConvTransposeSpec):
 def _forward_rank3(backend, x, kernel, bias, spec):
     xp = array_namespace(x)
     n, (d, *_), (od, oh, ow) = spec.batch, spec.in_spatial, spec.out_spatial
-    work = _accumulation_dtype(xp, x.dtype)
+    work = compute_dtype(xp, x.dtype)
     plane = _plane_spec(spec, unit_height=False, batch=n * d, data_format="channels_last")
     x_folded = _folded(xp, x, spec)
     out = xp.zeros((n, od, oh, ow, spec.filters), dtype=work, device=device(x))
     if bias is not None:
-        out = _add_into(xp, out, ..., xp.astype(bias, work, copy=False))
+        out = add_into(xp, out, ..., xp.astype(bias, work, copy=False))
     stride = spec.strides[0]
     for tap in range(spec.kernel_size[0]):
         i0, i1, first = _landing_depths(spec, tap)
@@ -164,7 +150,7 @@ def _forward_rank3(backend, x, kernel, bias, spec):
         y = backend.conv2d_transpose(x_folded, kernel[tap, ...], None, plane)
         y = xp.reshape(y, (n, d, oh, ow, spec.filters))[:, i0:i1, ...]
         index = (slice(None), slice(first, first + (i1 - i0 - 1) * stride + 1, stride), ...)
-        out = _add_into(xp, out, index, xp.astype(y, work, copy=False))
+        out = add_into(xp, out, index, xp.astype(y, work, copy=False))
     return _in_caller_layout(xp, out, spec, x.dtype)
 
 
@@ -172,7 +158,7 @@ def _backward_rank3(backend, dy, x, kernel, spec):
     xp = array_namespace(x)
     n, (d, h, w), c = spec.batch, spec.in_spatial, spec.in_channels
     od, stride = spec.out_spatial[0], spec.strides[0]
-    work = _accumulation_dtype(xp, x.dtype)
+    work = compute_dtype(xp, x.dtype)
     plane = _plane_spec(spec, unit_height=False, batch=n * d, data_format="channels_last")
     x_folded = _folded(xp, x, spec)
     dy_last = _channels_last(xp, dy, spec)
@@ -190,7 +176,7 @@ def _backward_rank3(backend, dy, x, kernel, spec):
         dx_tap, dkernel_tap, _ = backend.conv2d_transpose_backward(dy_tap, x_folded,
                                                                    kernel[tap, ...], plane)
         dx_tap = xp.astype(dx_tap, work, copy=False)
-        dx = dx_tap if dx is None else _add_into(xp, dx, ..., dx_tap)
+        dx = dx_tap if dx is None else add_into(xp, dx, ..., dx_tap)
         dkernel.append(dkernel_tap)
     dx = _in_caller_layout(xp, xp.reshape(dx, (n, d, h, w, c)), spec, x.dtype)
     dbias = xp.astype(xp.sum(xp.astype(dy_last, work, copy=False), axis=(0, 1, 2, 3)), x.dtype)

@@ -39,3 +39,15 @@ def _import_namespace(name):
 def xp(request):
     """An array namespace: the tests build inputs with ``xp.asarray`` and read back by NumPy."""
     return _import_namespace(request.param)
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """The CPU backend made to fail loudly if reached: validation must refuse bad input first."""
+    from tconv import _cpu
+
+    def reached(*args, **kwargs):
+        raise AssertionError("compute reached before validation refused the input")
+
+    monkeypatch.setattr(_cpu, "conv2d_transpose", reached)
+    monkeypatch.setattr(_cpu, "conv2d_transpose_backward", reached)

@@ -122,7 +122,8 @@ def _name(index: int, p: dict) -> str:
             f"-{p['dtype'][-2:]}{'-bias' if p['use_bias'] else ''}")
 
 
-def _dilated(kernel: np.ndarray, dilation) -> np.ndarray:
+def dilated(kernel: np.ndarray, dilation) -> np.ndarray:
+    """``kernel`` with ``dilation - 1`` zeros between its taps along each spatial axis."""
     rank = len(dilation)
     size = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation))
     out = np.zeros(size + kernel.shape[rank:], kernel.dtype)
@@ -133,26 +134,42 @@ def _dilated(kernel: np.ndarray, dilation) -> np.ndarray:
 def keras_rank_case(params: dict, seed) -> dict:
     """x, kernel, bias, y, dy, dx, dkernel, dbias of one Conv1DTranspose / Conv3DTranspose."""
     import keras
-    import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     rank, dtype = params["rank"], params["dtype"]
     channels_first = params["data_format"] == "channels_first"
     n, c, f = params["batch"], params["in_channels"], params["filters"]
-    spatial, dilation = tuple(params["spatial"]), tuple(params["dilation_rate"])
+    spatial = tuple(params["spatial"])
     x = rng.standard_normal((n, c, *spatial) if channels_first else (n, *spatial, c)).astype(dtype)
     kernel = rng.standard_normal((*params["kernel_size"], f, c)).astype(dtype)
     bias = rng.standard_normal(f).astype(dtype) if params["use_bias"] else None
+    return keras_layer_arrays(getattr(keras.layers, LAYERS[rank]), params, x, kernel, bias, rng)
+
+
+def keras_layer_arrays(layer_class, params: dict, x, kernel, bias, rng) -> dict:
+    """y, dy, dx, dkernel (and dbias) of the Keras transposed-convolution layer ``layer_class``
+    of any rank, with the weights ``kernel`` and ``bias``, for the input ``x`` (in
+    ``params["data_format"]``); ``dy`` is drawn from ``rng``.
+
+    The layer runs channels-last with the kernel dilated by hand and no dilation_rate (TF's CPU
+    kernels cannot combine dilation with a stride), and is checked against the layer as the case
+    spells it, for Keras' own argument checks and output shape."""
+    import tensorflow as tf
+
+    rank, dtype = kernel.ndim - 2, params["dtype"]
+    channels_first = params["data_format"] == "channels_first"
+    dilation = params["dilation_rate"]
+    dilation = tuple(dilation) if isinstance(dilation, (tuple, list)) else (dilation,) * rank
+    n, f, c = x.shape[0], kernel.shape[-2], kernel.shape[-1]
+    spatial = x.shape[2:] if channels_first else x.shape[1:-1]
     to_last = (0, *range(2, rank + 2), 1)
     to_first = (0, rank + 1, *range(1, rank + 1))
-    layer_class = getattr(keras.layers, LAYERS[rank])
 
-    # The layer as the case spells it: Keras' own argument checks and output shape.
     as_spelled = layer_class(
         f, params["kernel_size"], strides=params["strides"], padding=params["padding"],
         output_padding=params["output_padding"], data_format=params["data_format"],
         dilation_rate=params["dilation_rate"], use_bias=params["use_bias"], dtype=dtype)
-    layer_kernel = _dilated(kernel, dilation)
+    layer_kernel = dilated(kernel, dilation)
     layer = layer_class(
         f, layer_kernel.shape[:rank], strides=params["strides"], padding=params["padding"],
         output_padding=params["output_padding"], data_format="channels_last",

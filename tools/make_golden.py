@@ -268,65 +268,21 @@ def _computed_as(params: dict) -> str | None:
     return "; ".join(ways) or None
 
 
-def _dilated(kernel: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
-    kh, kw = kernel.shape[:2]
-    dh, dw = dilation
-    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + kernel.shape[2:], kernel.dtype)
-    out[::dh, ::dw] = kernel
-    return out
-
-
 def keras_case(params: dict, seed) -> dict:
     """x, kernel, bias, y, dy, dx, dkernel, dbias of one Conv2DTranspose through Keras."""
-    tf = _tf()
+    _tf()
     import keras
 
     rng = np.random.default_rng(seed)
     dtype = params["dtype"]
     channels_first = params["data_format"] == "channels_first"
     kh, kw = _pair(params["kernel_size"])
-    dilation = _pair(params["dilation_rate"])
     n, h, w, c, f = (params[key] for key in ("batch", "height", "width", "in_channels",
                                              "filters"))
     x = rng.standard_normal((n, c, h, w) if channels_first else (n, h, w, c)).astype(dtype)
     kernel = rng.standard_normal((kh, kw, f, c)).astype(dtype)
     bias = rng.standard_normal(f).astype(dtype) if params["use_bias"] else None
-    to_last, to_first = (0, 2, 3, 1), (0, 3, 1, 2)
-
-    # The layer as the case spells it: Keras' own argument checks and output shape.
-    as_spelled = keras.layers.Conv2DTranspose(
-        f, (kh, kw), strides=params["strides"], padding=params["padding"],
-        output_padding=params["output_padding"], data_format=params["data_format"],
-        dilation_rate=params["dilation_rate"], use_bias=params["use_bias"], dtype=dtype)
-    layer_kernel = _dilated(kernel, dilation)
-    layer = keras.layers.Conv2DTranspose(
-        f, layer_kernel.shape[:2], strides=params["strides"], padding=params["padding"],
-        output_padding=params["output_padding"], data_format="channels_last",
-        dilation_rate=1, use_bias=params["use_bias"], dtype=dtype)
-    layer.build((n, h, w, c))
-    layer.set_weights([layer_kernel] if bias is None else [layer_kernel, bias])
-
-    x_tf = tf.Variable(np.transpose(x, to_last) if channels_first else x)
-    with tf.GradientTape() as tape:
-        y_tf = layer(x_tf)
-    y = y_tf.numpy()
-    dy = rng.standard_normal(np.transpose(y, to_first).shape if channels_first
-                             else y.shape).astype(dtype)
-    weights = [layer.kernel] + ([layer.bias] if bias is not None else [])
-    dx, dkernel, *dbias = tape.gradient(
-        y_tf, [x_tf] + weights,
-        output_gradients=tf.constant(np.transpose(dy, to_last) if channels_first else dy))
-    dx = dx.numpy()
-    if channels_first:
-        y, dx = np.transpose(y, to_first), np.transpose(dx, to_first)
-    if tuple(as_spelled.compute_output_shape(x.shape)) != y.shape:
-        raise RuntimeError(f"{params}: Keras' output shape "
-                           f"{as_spelled.compute_output_shape(x.shape)} != computed {y.shape}")
-    arrays = {"x": x, "kernel": kernel, "y": y, "dy": dy, "dx": dx,
-              "dkernel": dkernel.numpy()[::dilation[0], ::dilation[1]]}
-    if bias is not None:
-        arrays.update(bias=bias, dbias=dbias[0].numpy())
-    return arrays
+    return keras_layer_arrays(keras.layers.Conv2DTranspose, params, x, kernel, bias, rng)
 
 
 def op_recipes() -> list[Recipe]:
@@ -452,7 +408,7 @@ def tf_nn_case(params: dict, seed) -> dict:
     # TF's CPU kernels are NHWC-only and refuse dilation: see _computed_as.
     tf_padding = padding.upper() if isinstance(padding, str) else _tf_padding(padding, "NHWC")
     x_tf = tf.Variable(np.transpose(x, to_last) if channels_first else x)
-    kernel_tf = tf.Variable(_dilated(kernel, dilation))
+    kernel_tf = tf.Variable(dilated(kernel, dilation))
     weights = [kernel_tf] + ([tf.Variable(bias)] if bias is not None else [])
     with tf.GradientTape() as tape:
         y_tf = tf.nn.conv2d_transpose(x_tf, kernel_tf, output_shape=[n, out_h, out_w, f],
@@ -497,7 +453,7 @@ def tf_nn_recipes() -> list[Recipe]:
 
 
 from golden_layers import layer_recipes  # noqa: E402 (tools/ is on sys.path when this runs)
-from golden_ranks import rank_recipes  # noqa: E402
+from golden_ranks import dilated, keras_layer_arrays, rank_recipes  # noqa: E402
 
 CONTRIBUTORS = [op_recipes, tutorial_recipes, layer_recipes, tf_nn_recipes, rank_recipes]
 

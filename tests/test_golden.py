@@ -8,8 +8,6 @@ case), a fixed subset keeps the file's CI time in check. The Triton backend runs
 on torch tensors: on the GPU when there is one, else through the Triton interpreter on the CPU.
 """
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ import pytest
 import tconv
 from conftest import NAMESPACES
 from golden_data import load_cases, manifest
+from helpers import triton_device
 
 CASES = load_cases("op") + load_cases("tutorial")
 TF_NN_CASES = load_cases("tf_nn")  # tf.nn.conv2d_transpose: output_shape, explicit padding
@@ -35,21 +34,7 @@ TRITON_CASES = (_evenly_spaced(CASES, 12) + _evenly_spaced(TF_NN_CASES, 6)
                 + _evenly_spaced(RANK_CASES, 8))
 
 
-def _triton_device():
-    """Where the Triton items run: CUDA, else the CPU under Triton's interpreter, which must be
-    chosen before triton is first imported (torch imports it with tconv's custom op), so here,
-    at collection, as tests/test_triton.py does. None without torch."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    os.environ["TRITON_INTERPRET"] = "1"
-    return "cpu"
-
-
-TRITON_DEVICE = _triton_device()
+TRITON_DEVICE = triton_device()  # at collection: before triton is imported
 
 # tconv and TensorFlow sum the same products in different orders, so they differ by rounding of
 # the order of the largest value: the tolerance is relative, and absolute against max |expected|.

@@ -6,22 +6,21 @@ interpreter on CPU tensors, chosen here at collection before triton is imported,
 tests/test_triton.py does; the shapes are tiny for it.
 """
 
-import os
 
 import numpy as np
 import pytest
 
+from helpers import triton_device
+
+DEVICE = triton_device()  # at collection: TRITON_INTERPRET set before triton is imported
 torch = pytest.importorskip("torch", reason="torch is not installed")
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
 triton = pytest.importorskip("triton", reason="triton is not installed")
+CUDA = DEVICE == "cuda"
 
 import reference  # noqa: E402  (tests/, on sys.path through conftest)
 
 import tconv  # noqa: E402
 
-DEVICE = "cuda" if CUDA else "cpu"
 # (x shape channels-last, kernel size, filters, options)
 CASES = {
     "1d-s2-same-cf": ((2, 5, 3), (4,), 3, dict(strides=2, padding="same",

@@ -15,20 +15,20 @@ import textwrap
 import numpy as np
 import pytest
 
+from helpers import triton_device  # noqa: E402
+
+DEVICE = triton_device()  # at collection: TRITON_INTERPRET set before triton is imported
 torch = pytest.importorskip("torch", reason="torch is not installed")
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
 triton = pytest.importorskip("triton", reason="triton is not installed")
+CUDA = DEVICE == "cuda"
 
 import reference  # noqa: E402  (tests/, on sys.path through conftest)
 
 import tconv  # noqa: E402
 from tconv import _cpu  # noqa: E402
 from tconv.kernels import _autotune, _backward  # noqa: E402
-from helpers import reference_options
+from helpers import reference_options  # noqa: E402
 
-DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the interpreter covers the "
                                 "rest)")
 

@@ -89,7 +89,8 @@ def load_unfit_configs() -> dict:
 # Shared memory a config may stage (H100 allows 227 KiB per block; keep room for the epilogue).
 _SHARED_MEMORY_BUDGET = 160 * 1024
 # What every GEMM kernel is tuned per (triton adds the argument dtypes itself).
-_GEMM_KEY = ("GEMM_M", "GEMM_N", "GEMM_K", "KH", "KW", "STRIDE_H", "STRIDE_W", "INPUT_PRECISION")
+_GEMM_KEY = ("GEMM_M", "GEMM_N", "GEMM_K", "KD", "KH", "KW", "STRIDE_D", "STRIDE_H", "STRIDE_W",
+             "DEPTH", "INPUT_PRECISION")
 
 
 def _fits(extent: int, block: int, smallest: int) -> bool:
@@ -115,13 +116,15 @@ def gpu_arch(device) -> str | None:
 def prune_gemm_configs(configs, named_args, *, kernel, unfit, arch=None, **kwargs):
     """Keep the configs of the operand dtype's path that ``unfit`` (``{(kernel, precision,
     arch): config names}``, :func:`load_unfit_configs`) does not list for this
-    ``kernel``, precision and ``arch`` (default: the operands' GPU), and whose tiles fit the GEMM
-    and shared memory."""
+    ``kernel`` (``kernel + "3d"`` when it walks depth), precision and ``arch`` (default: the
+    operands' GPU), and whose tiles fit the GEMM and shared memory."""
     path = FMA_CONFIGS if _argument(named_args, kwargs, "ACC") == tl.float64 else DOT_CONFIGS
     operand = next(arg for arg in named_args.values() if hasattr(arg, "element_size"))
     element_bytes = operand.element_size()
     precision = precision_name(operand.dtype, _argument(named_args, kwargs, "INPUT_PRECISION"))
-    excluded = unfit.get((kernel, precision, arch or gpu_arch(operand.device)), ())
+    # a kernel walking depth is listed apart (its own compiles in the report): kernel + "3d"
+    geometry = "3d" if _argument(named_args, kwargs, "DEPTH") else ""
+    excluded = unfit.get((kernel + geometry, precision, arch or gpu_arch(operand.device)), ())
     candidates = ([c for c in configs if c in path and config_name(c) not in excluded]
                   or [c for c in configs if c in path] or configs)
     extents = {axis: _argument(named_args, kwargs, f"GEMM_{axis}") for axis in "MNK"}

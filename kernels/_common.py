@@ -1,5 +1,10 @@
 """Device helpers shared by the kernels: tile order, index ranges, pixel coordinates and bounds,
-reduction slices, the multiply-accumulate step."""
+reduction slices, the multiply-accumulate step.
+
+Every kernel addresses (N, D, H, W, C) volumes. ``DEPTH`` (a constexpr) says whether the depth
+axis is walked at all: it is False for ranks 1 and 2 (and a rank-3 call of depth 1 everywhere),
+and then the depth coordinate is the constant 0 and no depth arithmetic is emitted, so the 2-D
+specialisation compiles to the 2-D kernel."""
 
 import triton
 import triton.language as tl
@@ -31,15 +36,28 @@ def block_range(first, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):
 
 
 @triton.jit
-def split_pixel(pixel, height, width):
-    """(image, row, column) of flat pixel indices over (batch, height, width)."""
-    return pixel // (height * width), (pixel // width) % height, pixel % width
+def split_pixel(pixel, depth, height, width, DEPTH: tl.constexpr):
+    """(image, depth, row, column) of flat pixel indices over (batch, depth, height, width),
+    row-major like the tensors; the depth is 0 when not ``DEPTH`` (a depth of 1)."""
+    if DEPTH:
+        image = pixel // (depth * height * width)
+        z = (pixel // (height * width)) % depth
+    else:
+        image = pixel // (height * width)
+        z = 0
+    return image, z, (pixel // width) % height, pixel % width
 
 
 @triton.jit
 def inside(y, x, height, width):
     """Whether pixel (y, x) lies in a height x width image (taps off its edge read zeros)."""
     return (y >= 0) & (y < height) & (x >= 0) & (x < width)
+
+
+@triton.jit
+def inside_depth(z, depth):
+    """Whether depth ``z`` lies in ``[0, depth)`` (taps off the volume's ends read zeros)."""
+    return (z >= 0) & (z < depth)
 
 
 @triton.jit

@@ -3,6 +3,9 @@ kernels' launch grid and geometry keywords."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -10,32 +13,80 @@ import triton.language as tl
 _INT32_LIMIT = 2**31
 
 
-def nhwc_strides(tensor: torch.Tensor, data_format: str) -> tuple[int, int, int, int]:
-    """The element strides of an image tensor in (N, H, W, C) order, whatever its layout."""
-    if data_format == "channels_first":
-        n, c, h, w = tensor.stride()
-        return n, h, w, c
-    return tuple(tensor.stride())
+@dataclass(frozen=True)
+class Volume:
+    """A spec's geometry over (depth, height, width): ranks 1 and 2 get leading unit axes (size
+    1, kernel 1, stride 1, dilation 1, no padding), so that one kernel set serves every rank."""
+
+    kernel: tuple[int, int, int]
+    strides: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    in_size: tuple[int, int, int]
+    out_size: tuple[int, int, int]
+    pad_before: tuple[int, int, int]
+
+    @property
+    def depth_walked(self) -> bool:
+        """The kernels' ``DEPTH``: whether any depth arithmetic is needed (a depth, kernel depth
+        or output depth past 1; a stride or crop along depth then also shows in one of them)."""
+        return max(self.kernel[0], self.in_size[0], self.out_size[0]) > 1
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+
+def volume(spec) -> Volume:
+    """The (depth, height, width) geometry of ``spec``, of any rank."""
+    units = 3 - spec.rank
+
+    def padded(values, unit):
+        return (unit,) * units + tuple(values)
+
+    return Volume(kernel=padded(spec.kernel_size, 1), strides=padded(spec.strides, 1),
+                  dilation=padded(spec.dilation_rate, 1), in_size=padded(spec.in_spatial, 1),
+                  out_size=padded(spec.out_spatial, 1), pad_before=padded(spec.pad_before, 0))
+
+
+def _channel_axis(data_format: str) -> int:
+    return 1 if data_format == "channels_first" else -1
+
+
+def as_volume(tensor: torch.Tensor, spec) -> torch.Tensor:
+    """``tensor`` (an image of ``spec``'s rank and layout) viewed with 5 axes: unit axes before
+    its spatial ones (a view, nothing copied; a unit axis's stride is never read)."""
+    first_spatial = 2 if spec.data_format == "channels_first" else 1
+    for _ in range(3 - spec.rank):
+        tensor = tensor.unsqueeze(first_spatial)
+    return tensor
+
+
+def axis_strides(tensor: torch.Tensor, data_format: str) -> dict[str, int]:
+    """The element strides of a 5-axis volume (:func:`as_volume`) by axis name, ``N``, ``D``,
+    ``H``, ``W``, ``C``, whatever its layout."""
+    names = "NCDHW" if data_format == "channels_first" else "NDHWC"
+    return dict(zip(names, tensor.stride()))
 
 
 def unit_channel_stride(tensor: torch.Tensor, data_format: str) -> torch.Tensor:
-    """``tensor`` itself when its channels are adjacent in memory, else a channels-last copy:
+    """``tensor`` (any rank) itself when its channels are adjacent in memory, else a
+    channels-last copy (torch's ``channels_last`` / ``channels_last_3d`` for channels_first):
     the kernels gather their GEMM operands along the channels (why: CONTRIBUTING, Tuning
     notes)."""
-    if nhwc_strides(tensor, data_format)[3] == 1:
+    axis = _channel_axis(data_format)
+    if tensor.stride(axis) == 1:
         return tensor
-    if data_format == "channels_first":
-        return tensor.contiguous(memory_format=torch.channels_last)
-    return tensor.contiguous()
+    return tensor.movedim(axis, -1).contiguous().movedim(-1, axis)
 
 
 def empty_image(like: torch.Tensor, shape, data_format: str) -> torch.Tensor:
-    """A new image of ``shape`` (in ``data_format`` order) with channels adjacent in memory, so
-    the kernels' epilogue stores are coalesced: channels_first results are channels-last in
-    memory (torch's ``channels_last`` format)."""
-    memory_format = (torch.channels_last if data_format == "channels_first"
-                     else torch.contiguous_format)
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+    """A new image of ``shape`` (any rank, in ``data_format`` order) with channels adjacent in
+    memory, so the kernels' epilogue stores are coalesced: channels_first results are
+    channels-last in memory (torch's ``channels_last`` / ``channels_last_3d``)."""
+    axis = _channel_axis(data_format)
+    shape = list(shape)
+    shape.append(shape.pop(axis))
+    return torch.empty(shape, dtype=like.dtype, device=like.device).movedim(-1, axis)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -65,13 +116,15 @@ def needs_64bit_index(*tensors: torch.Tensor) -> bool:
     return any(t is not None and _span(t) >= _INT32_LIMIT for t in tensors)
 
 
-def gemm_geometry(spec, dtype: torch.dtype, *tensors: torch.Tensor) -> dict:
-    """The keywords every implicit-GEMM kernel takes: kernel size, strides, dilation,
-    accumulator, product precision and index width."""
+def gemm_geometry(geometry: Volume, dtype: torch.dtype, *tensors: torch.Tensor) -> dict:
+    """The keywords every implicit-GEMM kernel takes: kernel size, strides, dilation per axis
+    (depth, height, width), whether depth is walked, accumulator, product precision and index
+    width."""
     return dict(
-        KH=spec.kernel_height, KW=spec.kernel_width,
-        STRIDE_H=spec.strides[0], STRIDE_W=spec.strides[1],
-        DIL_H=spec.dilation_rate[0], DIL_W=spec.dilation_rate[1],
+        **{f"K{axis}": size for axis, size in zip("DHW", geometry.kernel)},
+        **{f"STRIDE_{axis}": stride for axis, stride in zip("DHW", geometry.strides)},
+        **{f"DIL_{axis}": dilation for axis, dilation in zip("DHW", geometry.dilation)},
+        DEPTH=geometry.depth_walked,
         ACC=accumulator(dtype), INPUT_PRECISION=input_precision(dtype),
         INDEX_64=needs_64bit_index(*tensors),
     )

@@ -20,10 +20,10 @@ def select_backend(backend: str, x):
     """The backend for ``x``: ``"auto"`` runs the Triton kernels on CUDA torch tensors when
     triton is installed, the array-API CPU path otherwise; ``"triton"`` never falls back.
 
-    The backends compute rank 2: a 4-D ``x`` gets the backend module itself, a 3-D or 5-D one
-    (rank 1 or 3) that module lowered by ``_ranks``."""
+    The Triton kernels compute every rank; the CPU path computes rank 2: a 3-D or 5-D ``x``
+    (rank 1 or 3) gets it lowered by ``_ranks``."""
     module = _backend_module(backend, x)
-    if len(x.shape) not in (3, 5):
+    if len(x.shape) not in (3, 5) or module.__name__.endswith("._triton"):
         return module
     from . import _ranks
 

@@ -1,4 +1,6 @@
-"""The Triton backend: the front end's backend contract over the kernels of ``tconv.kernels``.
+"""The Triton backend: the front end's backend contract over the kernels of ``tconv.kernels``,
+for specs of every rank (1, 2 and 3 spatial axes: the kernels compute over (depth, height,
+width), lower ranks as unit axes).
 
 It takes torch tensors on a CUDA device, or on the CPU when Triton's interpreter is on
 (``TRITON_INTERPRET=1``, set before triton is first imported: that is how CI runs them).
@@ -42,7 +44,8 @@ def _on_device(x):
 
 
 def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
-    """Forward pass; ``x`` in ``spec.data_format``, result in the same layout and dtype."""
+    """Forward pass of any rank; ``x`` in ``spec.data_format``, result in the same layout and
+    dtype."""
     _check_tensor(x)
     with _on_device(x):
         return kernels.forward(x, kernel, bias, spec)

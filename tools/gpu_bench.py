@@ -230,7 +230,8 @@ def main(argv: list[str]) -> int:
                                                                 time.gmtime()),
         warm_s=warm_s, measure_s=0.0,
         passes=list(gpu_cases.PASSES), precisions=list(gpu_cases.PRECISIONS),
-        layers={name: shape for name, shape in _layers(args.rehearse).items()}, rows=[])
+        layers={name: layer._asdict() for name, layer in _layers(args.rehearse).items()},
+        rows=[])
     args.out.mkdir(parents=True, exist_ok=True)
     for row in measure(cases, args.rehearse):  # the report so far, should the call be cut short
         report["rows"].append(row)

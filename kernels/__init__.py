@@ -1,7 +1,9 @@
 """Triton GPU kernels of tconv, shipped as ``tconv.kernels``.
 
 Launchers take torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``) in the layout a
-:class:`tconv.ConvTransposeSpec` describes and return new tensors of the input's dtype:
+:class:`tconv.ConvTransposeSpec` of any rank describes (1, 2 or 3 spatial axes: one kernel set
+over (depth, height, width), lower ranks viewed with unit leading axes) and return new tensors of
+the input's dtype:
 
 - :func:`forward` ``(x, kernel, bias, spec) -> y``
 - :func:`dgrad` ``(dy, kernel, spec) -> dx``

@@ -46,6 +46,12 @@ CASES = {
                                                                   padding="same")),
 }
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+# float64 runs the kernels' multiply-accumulate path, float32 their tl.dot path: the index math is
+# the same, so float32 runs on a few cases only (the interpreter is slow).
+FLOAT32_CASES = ("1d-s2-same-cf", "3d-s212-same-op-cf", "3d-stride-over-kernel",
+                 "3d-d212-g2-same")
+ITEMS = [(case, torch.float64) for case in CASES] + [(case, torch.float32)
+                                                    for case in FLOAT32_CASES]
 
 
 def _reference_options(options):
@@ -78,8 +84,7 @@ def _assert_close(actual, expected, dtype, what):
                                err_msg=what)
 
 
-@pytest.mark.parametrize("dtype", TOLERANCE, ids=str)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case, dtype", ITEMS, ids=str)
 def test_forward_and_gradients_match_reference(case, dtype):
     x_shape, kernel_size, filters, options = CASES[case]
     rng = np.random.default_rng(0)
@@ -125,7 +130,7 @@ def test_non_contiguous_channels_first_input_matches_torch(rank):
     strides, dilation = ((3,), (2,)) if rank == 1 else ((2, 1, 3), (1, 2, 1))
     kernel_size = (3,) if rank == 1 else (2, 2, 3)
     padding, output_padding = ((1,), (1,)) if rank == 1 else ((1, 0, 1), (1, 0, 2))
-    wide = torch.randn(2, 4, *spatial[:-1], 2 * spatial[-1], dtype=torch.float64, generator=gen)
+    wide = torch.randn(1, 4, *spatial[:-1], 2 * spatial[-1], dtype=torch.float64, generator=gen)
     x = wide[..., ::2]
     assert not x.is_contiguous()
     kernel = torch.randn(*kernel_size, 3, 4, dtype=torch.float64, generator=gen)

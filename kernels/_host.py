@@ -27,9 +27,10 @@ class Volume:
 
     @property
     def depth_walked(self) -> bool:
-        """The kernels' ``DEPTH``: whether any depth arithmetic is needed (a depth, kernel depth
-        or output depth past 1; a stride or crop along depth then also shows in one of them)."""
-        return max(self.kernel[0], self.in_size[0], self.out_size[0]) > 1
+        """The kernels' ``DEPTH``: whether any depth arithmetic is needed (a depth, kernel depth,
+        output depth or depth stride past 1: a stride puts its phases on the forward's grid,
+        even when ``output_shape`` keeps a depth of 1). Without it the depth padding is 0."""
+        return max(self.kernel[0], self.in_size[0], self.out_size[0], self.strides[0]) > 1
 
     @property
     def taps(self) -> int:

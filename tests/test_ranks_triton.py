@@ -44,6 +44,9 @@ CASES = {
     "3d-unit-depth": ((2, 1, 3, 3, 2), (1, 2, 2), 3, dict(strides=(1, 2, 2))),
     "3d-depth1-kernel3-same": ((1, 1, 2, 2, 2), (3, 2, 2), 2, dict(strides=(2, 1, 1),
                                                                   padding="same")),
+    # depth 1 in and out (output_shape) at depth stride 2: still s_d phases on the grid
+    "3d-depth-stride-output-shape": ((1, 1, 2, 2, 2), (1, 2, 2), 2, dict(
+        strides=(2, 2, 1), padding="same", output_shape=(1, 3, 2))),
 }
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 # float64 runs the kernels' multiply-accumulate path, float32 their tl.dot path: the index math is
@@ -57,7 +60,8 @@ ITEMS = [(case, torch.float64) for case in CASES] + [(case, torch.float32)
 def _reference_options(options):
     return dict(strides=options.get("strides", 1), padding=options.get("padding", "valid"),
                 output_padding=options.get("output_padding"),
-                dilation=options.get("dilation_rate", 1), groups=options.get("groups", 1))
+                dilation=options.get("dilation_rate", 1), groups=options.get("groups", 1),
+                output_shape=options.get("output_shape"))
 
 
 def _native_backend(x):

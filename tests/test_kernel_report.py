@@ -4,8 +4,8 @@ committed table is what the compiler says.
 
 Compiling all of the table takes about an hour of this 2-core machine (see its header), too long
 for CI. So CI (1) checks the pruning against the whole committed table, which costs no compile,
-and (2) recompiles a sample of 9 kernels, the largest tile of each kernel and dtype path on
-sm_90a plus one sm_80 compile, about a minute, and compares them with their rows: registers,
+and (2) recompiles a sample of 11 kernels, the largest tile of each kernel and dtype path on
+sm_90a plus one sm_80 compile and two kernels walking depth (3-D launches), about a minute, and compares them with their rows: registers,
 spills and shared memory exactly when this triton is the table's, else (a newer triton in CI)
 that no kept config spills or overflows and that the tensor-core instructions are the same. A
 change to the kernels or the configs therefore needs the table regenerated, or (2) fails.
@@ -38,6 +38,8 @@ SAMPLE = [
     ("bias_partial", "float16", "sm_90a", "-"),
     ("sum_partials", "bfloat16", "sm_90a", "-"),
     ("dgrad", "float16", "sm_80", "128x128x64 s3 w8"),
+    ("forward3d", "float16", "sm_90a", "128x128x64 s3 w8"),
+    ("wgrad3d", "float32-tf32", "sm_80", "128x64x32 s4 w4"),
 ]
 
 
@@ -80,8 +82,9 @@ def test_pruning_keeps_no_config_that_spills_or_overflows_shared_memory(table):
 
 
 def test_tensor_cores_are_used_by_every_tensor_core_precision(table):
+    gemm_kernels = _kernel_report().GEMM_KERNELS
     for row in table["rows"]:
-        if row["kernel"] in ("forward", "dgrad", "wgrad") and row["kept"]:
+        if row["kernel"] in gemm_kernels and row["kept"]:
             if row["precision"] in ("float64", "float32-ieee"):
                 assert row["tensor_cores"] == "none", row
             elif row["arch"] == "sm_80":
@@ -117,6 +120,6 @@ def test_a_sample_recompiles_to_the_tables_figures(table, tmp_path):
         if same_triton:
             for field in ("registers", "spill_stores", "spill_loads", "shared"):
                 assert now[field] == then[field], (field, now, then)
-        if (now["kernel"] in ("forward", "dgrad", "wgrad") and now["arch"] == "sm_90a"
+        if (now["kernel"] in _kernel_report().GEMM_KERNELS and now["arch"] == "sm_90a"
                 and now["precision"] in ("float16", "bfloat16", "float32-tf32")):
             assert now["tensor_cores"] == "wgmma" and now["cp_async"], now

@@ -13,7 +13,11 @@ allocation), whether the kernel issues tensor-core instructions (``wgmma`` on sm
 sm_80; ``none`` for the FMA paths), and whether ``prune_gemm_configs`` keeps the config for a
 large GEMM of that dtype and precision. The compiles use 32-bit offsets (``INDEX_64=False``),
 operand pointers and channel strides aligned to 16 as triton specializes real launches on
-NHWC tensors with channels a multiple of 16, unit channel strides, a 4x4 kernel at stride 2.
+NHWC tensors with channels a multiple of 16, unit channel strides, a 4x4 kernel at stride 2. The
+GEMM kernels and the d-bias partials are compiled twice: as a 2-D launch (depth not walked, depth
+sizes 1, which triton specializes as constants) and as a 3-D one, named ``forward3d``,
+``dgrad3d``, ``wgrad3d``, ``bias_partial3d`` (a 4x4x4 kernel at stride 2, depth walked), whose
+unfit configs are listed apart.
 
 Output (never edit by hand; rerun this script): ``benchmarks/results/kernels/report.json``,
 ``benchmarks/results/kernels/table.md``, and ``kernels/unfit_configs.json``, the configs that
@@ -49,8 +53,9 @@ PRECISIONS = {
 }
 # target -> (compute capability, shared memory one block may use, bytes: A100 163 KiB, H100 227)
 ARCHS = {"sm_90a": (90, 227 * 1024), "sm_80": (80, 163 * 1024)}
-GEMM_KERNELS = ("forward", "dgrad", "wgrad")
-REDUCTION_KERNELS = ("bias_partial", "sum_partials")
+# each GEMM kernel twice: a 2-D launch (depth not walked) and a 3-D one (``3d``)
+GEMM_KERNELS = ("forward", "dgrad", "wgrad", "forward3d", "dgrad3d", "wgrad3d")
+REDUCTION_KERNELS = ("bias_partial", "sum_partials", "bias_partial3d")
 # A GEMM large enough that every tile fits it: pruning then keeps by dtype, precision and shared
 # memory alone.
 LARGE_GEMM = dict(GEMM_M=1 << 20, GEMM_N=1024, GEMM_K=1024)
@@ -88,15 +93,34 @@ def compile_kernel(kernel, pointers: dict, constexprs: dict, arch: str, num_warp
     return compiled, log.getvalue()
 
 
+def _geometry(kernel_name: str) -> dict:
+    """The geometry constexprs of a launch: a 4x4 (x4 for the ``3d`` kernels) kernel at stride
+    2. A 2-D launch has a unit depth axis: no depth walked, and its depth sizes are 1, which
+    triton specializes as constants."""
+    if kernel_name.endswith("3d"):
+        return dict(KD=4, STRIDE_D=2, DIL_D=1, TAP_STEP_D=2, DEPTH=True)
+    return dict(KD=1, STRIDE_D=1, DIL_D=1, TAP_STEP_D=1, DEPTH=False, in_d=1, out_d=1,
+                depths_per_phase=1)
+
+
+def _base_kernel(kernel_name: str) -> str:
+    """The kernel a report row compiles: ``forward3d`` is ``forward`` walking depth."""
+    return kernel_name.removesuffix("3d")
+
+
 def _gemm_constexprs(kernel_name: str, precision: str, config) -> dict:
     import triton.language as tl
 
     constexprs = dict(KH=4, KW=4, STRIDE_H=2, STRIDE_W=2, DIL_H=1, DIL_W=1, INDEX_64=False,
                       ACC=tl.float64 if precision == "float64" else tl.float32,
-                      INPUT_PRECISION=PRECISIONS[precision][1], **config.kwargs)
-    if kernel_name == "forward":
+                      INPUT_PRECISION=PRECISIONS[precision][1], **config.kwargs,
+                      **_geometry(kernel_name))
+    if _base_kernel(kernel_name) == "forward":
         constexprs.update(TAP_STEP_H=2, TAP_STEP_W=2, GROUPS=1)
-    if kernel_name == "wgrad":
+    else:
+        constexprs.pop("TAP_STEP_D")
+        constexprs.pop("depths_per_phase", None)
+    if _base_kernel(kernel_name) == "wgrad":
         constexprs.update(GROUPS=1)
     return constexprs
 
@@ -110,7 +134,7 @@ def _pointers(kernel_name: str, precision: str) -> dict:
         "wgrad": dict(dy_ptr=element, x_ptr=element, partial_ptr=partial),
         "bias_partial": dict(dy_ptr=element, partial_ptr=partial),
         "sum_partials": dict(partial_ptr=partial, out_ptr=element),
-    }[kernel_name]
+    }[_base_kernel(kernel_name)]
 
 
 def _kernel(kernel_name: str):
@@ -118,7 +142,7 @@ def _kernel(kernel_name: str):
 
     return {"forward": _forward._forward_kernel, "dgrad": _backward._dgrad_kernel,
             "wgrad": _backward._wgrad_kernel, "bias_partial": _backward._bias_partial_kernel,
-            "sum_partials": _backward._sum_partials_kernel}[kernel_name]
+            "sum_partials": _backward._sum_partials_kernel}[_base_kernel(kernel_name)]
 
 
 def _reduction_launch(kernel_name: str, precision: str) -> tuple[dict, int]:
@@ -128,9 +152,11 @@ def _reduction_launch(kernel_name: str, precision: str) -> tuple[dict, int]:
     from tconv.kernels import _backward
 
     acc = tl.float64 if precision == "float64" else tl.float32
-    if kernel_name == "bias_partial":
+    if _base_kernel(kernel_name) == "bias_partial":
+        depth = (dict(DEPTH=True) if kernel_name.endswith("3d")
+                 else dict(DEPTH=False, out_d=1))
         return dict(ACC=acc, INDEX_64=False, BLOCK_ROWS=_backward._BIAS_BLOCK_ROWS,
-                    BLOCK_F=128), 4
+                    BLOCK_F=128, **depth), 4
     return dict(ACC=acc, BLOCK=_backward._SUM_BLOCK), 4
 
 
@@ -158,10 +184,11 @@ def kept_by_pruning(kernel_name: str, precision: str, arch: str) -> set[str]:
              "float32-ieee": torch.float32, "float64": torch.float64}[precision]
     arguments = dict(x_ptr=torch.empty(0, dtype=dtype), **LARGE_GEMM,
                      ACC=tl.float64 if precision == "float64" else tl.float32,
-                     INPUT_PRECISION=PRECISIONS[precision][1])
+                     INPUT_PRECISION=PRECISIONS[precision][1],
+                     DEPTH=_geometry(kernel_name)["DEPTH"])
     kept = _autotune.prune_gemm_configs(_autotune.DOT_CONFIGS + _autotune.FMA_CONFIGS, arguments,
-                                        kernel=kernel_name, unfit=_autotune.load_unfit_configs(),
-                                        arch=arch)
+                                        kernel=_base_kernel(kernel_name),
+                                        unfit=_autotune.load_unfit_configs(), arch=arch)
     return {config_name(c) for c in kept}
 
 

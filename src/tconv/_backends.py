@@ -20,17 +20,8 @@ def select_backend(backend: str, x):
     """The backend for ``x``: ``"auto"`` runs the Triton kernels on CUDA torch tensors when
     triton is installed, the array-API CPU path otherwise; ``"triton"`` never falls back.
 
-    The backends compute rank 2: a 4-D ``x`` gets the backend module itself, a 3-D or 5-D one
-    (rank 1 or 3) that module lowered by ``_ranks``."""
-    module = _backend_module(backend, x)
-    if len(x.shape) not in (3, 5):
-        return module
-    from . import _ranks
-
-    return _ranks.lowered(module)
-
-
-def _backend_module(backend: str, x):
+    The CPU path computes every rank; the Triton kernels compute rank 2, so a 3-D or 5-D ``x``
+    (rank 1 or 3) gets them lowered by ``_ranks``."""
     if backend == "auto":
         on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
         backend = "triton" if on_cuda and triton_installed() else "cpu"
@@ -40,7 +31,11 @@ def _backend_module(backend: str, x):
                              "installed (pip install tconv[triton]); use backend='cpu' or 'auto'")
         from . import _triton
 
-        return _triton
+        if len(x.shape) not in (3, 5):
+            return _triton
+        from . import _ranks
+
+        return _ranks.lowered(_triton)
     from . import _cpu
 
     return _cpu

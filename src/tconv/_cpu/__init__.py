@@ -27,10 +27,12 @@ measured choices, as a :class:`Tuning` value tests set), ``_placement`` (the for
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import array_namespace, device
 
 from .._spec import ConvTransposeSpec
-from ._arrays import compute_dtype, itemsize, to_nhwc
+from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
 from ._placement import make_placement
 from ._tuning import Tuning, forward_budget, pieces
@@ -43,12 +45,12 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
     xp = array_namespace(x)
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
-    x = xp.astype(to_nhwc(xp, x, spec), work, copy=False)
+    x = xp.astype(to_channels_last(xp, x, spec), work, copy=False)
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))
-    bytes_per_pixel = spec.kernel_height * spec.kernel_width * spec.filters * itemsize(xp, work)
+    bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     for n0, n1, r0, r1 in pieces(spec, tuning, bytes_per_pixel, forward_budget(xp)):
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
     return placement.output(out_dtype)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import itertools
 import math
 
+from array_api_compat import is_numpy_namespace
+
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, grouped_matmul, in_caller_layout, kernel_by_group,
                       pixels_by_group, set_into)
@@ -131,12 +133,15 @@ class _FiltersInnermost:
         axis) by every tap and add it in place."""
         xp, spec = self.xp, self.spec
         nb, *piece_spatial = x_piece.shape[:-1]
+        if self.set_once and is_numpy_namespace(xp) and spec.groups == 1:
+            self._multiply_into_output(x_piece, kernel, n0, r0)
+            return
         fg = spec.filters_per_group
         # (G, pixels, Cg) @ (G, Cg, taps*Fg), then filters innermost: (N, *spatial, *taps, G*Fg).
         products = grouped_matmul(xp, pixels_by_group(xp, x_piece, spec.groups),
                                   xp.matrix_transpose(kernel_by_group(xp, kernel, spec.groups)))
-        products = xp.permute_dims(xp.reshape(products, (spec.groups, -1, math.prod(spec.kernel_size), fg)),
-                                   (1, 2, 0, 3))
+        products = xp.reshape(products, (spec.groups, -1, math.prod(spec.kernel_size), fg))
+        products = xp.permute_dims(products, (1, 2, 0, 3))
         products = xp.reshape(products, (nb, *piece_spatial, *spec.kernel_size, spec.filters))
         order = _interleaved(spec.rank)
         if self.set_once:
@@ -162,6 +167,32 @@ class _FiltersInnermost:
                 block = products[(slice(None), *inputs, *taps, slice(None))]
                 self.full = add_into(xp, self.full, (*target, slice(None)),
                                      xp.permute_dims(block, order))
+
+    def _multiply_into_output(self, x_piece, kernel, n0: int, r0: int):
+        """Set once by NumPy's ``matmul(..., out=)``, straight into the buffer: with the taps of
+        every axis but the last fixed, a piece's products are ``(..., W, s_last*F)`` matrices
+        whose rows (``s_last*F`` values) are contiguous in the buffer, so BLAS writes each
+        output value once, with no products array and no copy (unet3d's k2 s2: about 3x faster
+        than multiplying then setting). The bias rides along as an input channel of ones (a
+        pass adding it afterwards cost a third more). Groups take the array-API path."""
+        np, spec = self.xp, self.spec
+        nb, rows = x_piece.shape[:2]
+        # Kernel (*taps, F, C) as rows (*taps, s_last*F, C); the bias, tiled, as one more column.
+        kernel = np.reshape(kernel, (*spec.kernel_size[:-1], -1, spec.in_channels))
+        if self.bias is not None:
+            ones = np.ones((*x_piece.shape[:-1], 1), dtype=x_piece.dtype)
+            x_piece = np.concatenate((x_piece, ones), axis=-1)
+            bias = np.broadcast_to(np.reshape(np.tile(self.bias, spec.kernel_size[-1]), (-1, 1)),
+                                   (*kernel.shape[:-1], 1))
+            kernel = np.concatenate((kernel, bias), axis=-1)
+        piece = self.full[n0:n0 + nb, r0:r0 + rows, ...]
+        for taps in itertools.product(*(range(k) for k in spec.kernel_size[:-1])):
+            index = [slice(None), slice(None)]
+            for axis, tap in enumerate(taps):
+                index += [tap] if axis == 0 else [slice(None), tap]
+            view = piece[tuple(index)]                    # (nb, rows, ..., W, s_last, F)
+            np.matmul(x_piece, np.matrix_transpose(kernel[taps]),
+                      out=np.reshape(view, (*view.shape[:-2], -1)))
 
 
 class IntoUncropped(_FiltersInnermost):

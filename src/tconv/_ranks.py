@@ -1,6 +1,7 @@
-"""Ranks 1 and 3 on the 2-D backends: every backend and route serves every rank Keras has.
+"""Ranks 1 and 3 on the 2-D Triton kernels: every backend and route serves every rank Keras has.
 
-The backends (CPU path, Triton kernels) compute rank 2. :func:`lowered` wraps one of them with
+The Triton kernels compute rank 2 (the CPU path computes every rank itself). :func:`lowered`
+wraps a 2-D backend with
 the backend contract (``conv2d_transpose(x, kernel, bias, spec)`` and
 ``conv2d_transpose_backward(dy, x, kernel, spec)``) for specs of any rank:
 

@@ -17,7 +17,8 @@ combined by ``itertools.product``) lands as one strided add:
 
 A buffer starts as the bias (zeros without one), so the products add onto it; where every cell
 takes exactly one product (kernel == stride on every axis, nothing cropped), the products plus
-the bias are set into an unset one instead: no fill, no adds.
+the bias are set into an unset one instead: no fill, no adds (on NumPy, BLAS writes them there
+itself: ``_FiltersInnermost._multiply_into_output``).
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out
 def tap_blocks(kernel_size: int, stride: int, dilation: int, offset: int = 0):
     """Taps grouped into blocks ``(first, stop, shift, residue)`` that land together.
 
-    Tap ``t`` moves input row ``i`` to row ``i*s + t*d - offset = (i + shift)*s + residue`` of a
-    buffer that starts ``offset`` rows into the full output. Undilated, the taps with one shift
-    take consecutive residues, so one strided add places the whole block; dilated taps go one
-    by one.
+    Along one axis, tap ``t`` moves input index ``i`` to index ``i*s + t*d - offset = (i +
+    shift)*s + residue`` of a buffer that starts ``offset`` into the full output. Undilated,
+    the taps with one shift take consecutive residues, so one strided add places the whole
+    block; dilated taps go one by one.
     """
     if dilation == 1:
         shifts = range((-offset) // stride, (kernel_size - 1 - offset) // stride + 1)
@@ -62,7 +63,7 @@ def tap_blocks(kernel_size: int, stride: int, dilation: int, offset: int = 0):
 
 def _output_grid_fits(spec: ConvTransposeSpec, axis: int) -> bool:
     """Whether the output itself, viewed as a grid starting at Keras' crop, takes the adds: it
-    must be whole grid rows, and starting off the stride grid must not split a tap block in two
+    must be whole grid cells, and starting off the stride grid must not split a tap block in two
     (k=5, s=2 with the crop at 1 keeps 3 blocks; k=4, s=2 goes from 2 to 3 blocks, whose more and
     shorter adds cost more than the crop copy they save)."""
     kernel_size, stride, dilation = (spec.kernel_size[axis], spec.strides[axis],

@@ -23,7 +23,8 @@ WORKSPACE_BYTES = 256 * 2**20
 @dataclass(frozen=True)
 class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
-    along the first spatial axis of one image); ``taps_outermost``: the forward's products layout. ``None``: measured."""
+    along the first spatial axis of one image); ``taps_outermost``: the forward's products
+    layout. ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None

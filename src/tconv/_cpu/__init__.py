@@ -19,8 +19,8 @@ on every 2-D benchmark layer, most of all for image outputs with 1-3 channels), 
 zero never multiplies a kernel tap, so a non-finite tap reaches only what it reaches from a real
 pixel. The input goes through in pieces (runs of images, or bands along the first spatial axis
 of one image) whose products fit in cache, so they are placed while still in cache. Where every
-output cell takes exactly one product (kernel == stride), NumPy multiplies straight into the
-output instead (``matmul(out=)``), with no products array at all.
+output cell takes exactly one product (kernel == stride) and the input has few channels, NumPy
+multiplies straight into the output instead (``matmul(out=)``), with no products array at all.
 
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece feeds the ``dx`` and
 ``dkernel`` GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow

@@ -26,12 +26,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from array_api_compat import is_numpy_namespace
-
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, grouped_matmul, in_caller_layout, kernel_by_group,
                       pixels_by_group, set_into)
-from ._tuning import Tuning, taps_outermost
+from ._tuning import Tuning, multiplies_into_output, taps_outermost
 
 
 def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out_dtype, device_):
@@ -134,7 +132,7 @@ class _FiltersInnermost:
         axis) by every tap and add it in place."""
         xp, spec = self.xp, self.spec
         nb, *piece_spatial = x_piece.shape[:-1]
-        if self.set_once and is_numpy_namespace(xp) and spec.groups == 1:
+        if self.set_once and multiplies_into_output(xp, spec):
             self._multiply_into_output(x_piece, kernel, n0, r0)
             return
         fg = spec.filters_per_group
@@ -173,9 +171,9 @@ class _FiltersInnermost:
         """Set once by NumPy's ``matmul(..., out=)``, straight into the buffer: with the taps of
         every axis but the last fixed, a piece's products are ``(..., W, s_last*F)`` matrices
         whose rows (``s_last*F`` values) are contiguous in the buffer, so BLAS writes each
-        output value once, with no products array and no copy (unet3d's k2 s2: about 3x faster
-        than multiplying then setting). The bias rides along as an input channel of ones (a
-        pass adding it afterwards cost a third more). Groups take the array-API path."""
+        output value once, with no products array and no copy (when it wins:
+        :func:`._tuning.multiplies_into_output`). The bias rides along as an input channel of
+        ones (a pass adding it afterwards cost a third more)."""
         np, spec = self.xp, self.spec
         nb, rows = x_piece.shape[:2]
         # Kernel (*taps, F, C) as rows (*taps, s_last*F, C); the bias, tiled, as one more column.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from array_api_compat import is_jax_namespace, is_torch_namespace
+from array_api_compat import is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
 
@@ -41,6 +41,16 @@ def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
         return tuning.taps_outermost
     return (not is_torch_namespace(xp)
             and spec.filters_per_group * spec.strides[-1] < spec.in_spatial[-1])
+
+
+def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
+    """Whether a set-once forward lets NumPy's ``matmul(out=)`` write the products straight into
+    the output (one small GEMM per row of the first axes, ``W`` rows each) instead of one GEMM
+    per piece and a copy. With few input channels the GEMM is bound by writing its output, and
+    skipping the copy wins (unet3d's k2 s2, 32 channels: about 3x); with many, BLAS re-packs
+    the kernel for every small GEMM and loses (unet_up1, 1024 channels: 274 -> 855 ms). Groups
+    take the array-API path."""
+    return is_numpy_namespace(xp) and spec.groups == 1 and spec.in_channels <= 64
 
 
 def forward_budget(xp) -> int:

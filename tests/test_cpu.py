@@ -388,3 +388,92 @@ def test_each_placement_matches_reference(xp, geometry, placement, set_once, use
     ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **_ref_options(options))
     for got, ref in zip(grads, (_to_layout(ref_dx, fmt), ref_dkernel, ref_dbias)):
         np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
+
+
+# (rank, geometry, the placement it takes on NumPy with filters innermost, whether it sets each
+# cell once): the same modes over 1 and 3 spatial axes, one code path.
+RANK_PLACEMENTS = [
+    (1, dict(kernel_size=(3,), strides=(2,), padding="same"), "IntoOutput", False),
+    (1, dict(kernel_size=(16,), strides=(8,), padding="same"), "IntoUncropped", False),  # hifigan
+    (1, dict(kernel_size=(2,), strides=(2,), padding="valid"), "IntoOutput", True),
+    (3, dict(kernel_size=(3, 3, 3), strides=(2, 2, 2), padding="same"), "IntoOutput", False),
+    (3, dict(kernel_size=(2, 2, 2), strides=(2, 2, 2), padding="valid"), "IntoOutput", True),
+    (3, dict(kernel_size=(2, 2, 2), strides=(2, 2, 2), padding="valid",
+             data_format="channels_first"), "IntoUncropped", True),
+    (3, dict(kernel_size=(3, 2, 4), strides=(2, 1, 2), padding="same", dilation_rate=(1, 2, 1)),
+     "IntoUncropped", False),
+    (3, dict(kernel_size=(2, 3, 2), strides=(2, 3, 2), padding="valid", output_padding=(1, 1, 1)),
+     "IntoUncropped", False),                                    # the crop reaches past landings
+]
+
+
+rank_placements = pytest.mark.parametrize(
+    "rank, geometry, placement, set_once", RANK_PLACEMENTS,
+    ids=[f"rank{r}-{p}-{i}" for i, (r, _, p, _) in enumerate(RANK_PLACEMENTS)])
+
+
+@in_place_namespaces
+@rank_placements
+@both_layouts
+@pytest.mark.parametrize("piece", ["row", "band", "image"])
+def test_each_placement_at_ranks_1_and_3_matches_reference(xp, rank, geometry, placement, set_once,
+                                                           taps_outermost, piece):
+    """Forward by each placement and products layout over 1 and 3 spatial axes, in pieces of one
+    row (one index of the first spatial axis), bands of two, or whole images; the backward in the
+    same pieces."""
+    _check_rank_placement(xp, rank, geometry, placement, set_once, taps_outermost, piece)
+
+
+@pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@pytest.mark.parametrize("rank, geometry, placement, set_once",
+                         [RANK_PLACEMENTS[i] for i in (1, 3, 4)],
+                         ids=[f"rank{RANK_PLACEMENTS[i][0]}-{i}" for i in (1, 3, 4)])
+@both_layouts
+def test_functional_placements_at_ranks_1_and_3_match_reference(xp, rank, geometry, placement,
+                                                                set_once, taps_outermost):
+    """JAX writes the same pieces functionally (``.at[]``): bands of two rows, a few geometries
+    (its eager ops are slow)."""
+    _check_rank_placement(xp, rank, geometry, placement, set_once, taps_outermost, "band")
+
+
+def _check_rank_placement(xp, rank, geometry, placement, set_once, taps_outermost, piece):
+    size = (5,) if rank == 1 else (3, 2, 3)
+    g = dict(batch=2, size=size, in_channels=3, filters_per_group=2, groups=1,
+             dilation_rate=(1,) * rank, output_padding=None, data_format="channels_last",
+             use_bias=True)
+    g.update(geometry)
+    fmt = g["data_format"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *size, 3))
+    kernel = rng.standard_normal((*g["kernel_size"], 2, 3))
+    bias = rng.standard_normal(2)
+    options = {k: g[k] for k in ("strides", "padding", "output_padding", "dilation_rate",
+                                 "data_format")}
+    x_layout = np.moveaxis(x, -1, 1) if fmt == "channels_first" else x
+    spec = tconv.make_spec(x_layout.shape, kernel.shape, **options)
+    row_pixels = int(np.prod(size[1:]))
+    tuning = _cpu.Tuning(piece_pixels={"row": 1, "band": 2 * row_pixels,
+                                       "image": int(np.prod(size))}[piece],
+                         taps_outermost=taps_outermost)
+    if not taps_outermost:
+        chosen = _placement.make_placement(np, spec, tuning, None, np.float64, np.float64, "cpu")
+        assert (type(chosen).__name__, chosen.set_once) == (placement, set_once)
+    ref_options = dict(strides=g["strides"], padding=g["padding"],
+                       output_padding=g["output_padding"], dilation=g["dilation_rate"])
+    y = _cpu.conv2d_transpose(xp.asarray(x_layout), xp.asarray(kernel), xp.asarray(bias), spec,
+                              tuning=tuning)
+    expected = reference.forward(x, kernel, bias, **ref_options)
+    y = np.asarray(y)
+    assert y.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.moveaxis(y, 1, -1) if fmt == "channels_first" else y, expected,
+                               rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(expected.shape)
+    grads = _cpu.conv2d_transpose_backward(
+        xp.asarray(np.moveaxis(dy, -1, 1) if fmt == "channels_first" else dy),
+        xp.asarray(x_layout), xp.asarray(kernel), spec, tuning=tuning)
+    ref_dx, ref_dkernel, ref_dbias = reference.backward(dy, x, kernel, **ref_options)
+    dx = np.asarray(grads[0])
+    np.testing.assert_allclose(np.moveaxis(dx, 1, -1) if fmt == "channels_first" else dx, ref_dx,
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(grads[1]), ref_dkernel, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(grads[2]), ref_dbias, rtol=1e-10, atol=1e-10)

@@ -20,17 +20,7 @@ def select_backend(backend: str, x):
     """The backend for ``x``: ``"auto"`` runs the Triton kernels on CUDA torch tensors when
     triton is installed, the array-API CPU path otherwise; ``"triton"`` never falls back.
 
-    The Triton kernels compute every rank; the CPU path computes rank 2: a 3-D or 5-D ``x``
-    (rank 1 or 3) gets it lowered by ``_ranks``."""
-    module = _backend_module(backend, x)
-    if len(x.shape) not in (3, 5) or module.__name__.endswith("._triton"):
-        return module
-    from . import _ranks
-
-    return _ranks.lowered(module)
-
-
-def _backend_module(backend: str, x):
+    Both backends compute every rank (1, 2 or 3 spatial axes)."""
     if backend == "auto":
         on_cuda = array_api_compat.is_torch_array(x) and x.device.type == "cuda"
         backend = "triton" if on_cuda and triton_installed() else "cpu"

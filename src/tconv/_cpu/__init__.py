@@ -1,20 +1,26 @@
 """The vectorized CPU path, written once against the Python array API standard.
 
 It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...)
-with one code path; the only framework tests are measured tuning choices (:mod:`._tuning`) and
-JAX's lack of in-place writes. The only writes are into buffers made here: in place (adds into
-views of them, ``__setitem__``) where the namespace allows, functional ``.at[]`` on JAX, so
-``jax.jit`` and ``jax.grad`` trace straight through and nothing the caller passed is written to.
+with one code path; the only framework tests are measured choices (:mod:`._tuning`, and NumPy's
+``matmul(out=)`` where each output cell takes one product) and JAX's lack of in-place writes.
+The only writes are into buffers made here: in place (adds into views of them, ``__setitem__``)
+where the namespace allows, functional ``.at[]`` on JAX, so ``jax.jit`` and ``jax.grad`` trace
+straight through and nothing the caller passed is written to.
 
-Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, kh*kw*F)`` gives every
+Every rank (1, 2 or 3 spatial axes) goes through the same code: arrays are channels-last
+``(N, *spatial, C)`` views, taps are tap blocks per axis combined by ``itertools.product``.
+
+Forward: multiply first, then place. One GEMM ``x (pixels, Cin) @ (Cin, taps*F)`` gives every
 input pixel's contribution through every tap, then :mod:`._placement` adds blocks of taps that
-land together as strided adds (``ceil(kh/s) * ceil(kw/s)`` of them). No FLOP is spent on the
+land together as strided adds (``prod(ceil(k/s))`` over the axes). No FLOP is spent on the
 zeros of the "dilate the input, then convolve" view, no input is copied per tap (the im2col
-alternative copies ``kh*kw*Cin`` values per pixel, this writes ``kh*kw*F``, and measured faster
-on every benchmark layer, most of all for image outputs with 1-3 channels), and a padding zero
-never multiplies a kernel tap, so a non-finite tap reaches only what it reaches from a real
-pixel. The input goes through in pieces (runs of images, or bands of rows of one image) whose
-products fit in cache, so they are placed while still in cache.
+alternative copies ``taps*Cin`` values per pixel, this writes ``taps*F``, and measured faster
+on every 2-D benchmark layer, most of all for image outputs with 1-3 channels), and a padding
+zero never multiplies a kernel tap, so a non-finite tap reaches only what it reaches from a real
+pixel. The input goes through in pieces (runs of images, or bands along the first spatial axis
+of one image) whose products fit in cache, so they are placed while still in cache. Where every
+output cell takes exactly one product (kernel == stride) and the input has few channels, NumPy
+multiplies straight into the output instead (``matmul(out=)``), with no products array at all.
 
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece feeds the ``dx`` and
 ``dkernel`` GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
@@ -27,10 +33,12 @@ measured choices, as a :class:`Tuning` value tests set), ``_placement`` (the for
 
 from __future__ import annotations
 
+import math
+
 from array_api_compat import array_namespace, device
 
 from .._spec import ConvTransposeSpec
-from ._arrays import compute_dtype, itemsize, to_nhwc
+from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
 from ._placement import make_placement
 from ._tuning import Tuning, forward_budget, pieces
@@ -43,12 +51,12 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
     xp = array_namespace(x)
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
-    x = xp.astype(to_nhwc(xp, x, spec), work, copy=False)
+    x = xp.astype(to_channels_last(xp, x, spec), work, copy=False)
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))
-    bytes_per_pixel = spec.kernel_height * spec.kernel_width * spec.filters * itemsize(xp, work)
+    bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     for n0, n1, r0, r1 in pieces(spec, tuning, bytes_per_pixel, forward_budget(xp)):
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
     return placement.output(out_dtype)

@@ -1,5 +1,6 @@
-"""Array-API building blocks of the CPU path: the NHWC working layout, the dtype rule, writes into
-buffers made here, and the one grouped GEMM every product goes through."""
+"""Array-API building blocks of the CPU path: the channels-last working layout ``(N, *spatial,
+C)``, the dtype rule, writes into buffers made here, and the one grouped GEMM every product goes
+through."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from array_api_compat import device, is_jax_namespace
 from .._spec import ConvTransposeSpec
 
 
-def to_nhwc(xp, a, spec: ConvTransposeSpec):
-    return xp.permute_dims(a, (0, 2, 3, 1)) if spec.data_format == "channels_first" else a
+def to_channels_last(xp, a, spec: ConvTransposeSpec):
+    """``a`` in ``spec``'s layout as a channels-last view ``(N, *spatial, C)``."""
+    if spec.data_format == "channels_last":
+        return a
+    return xp.permute_dims(a, (0, *range(2, spec.rank + 2), 1))
 
 
-def from_nhwc(xp, a, spec: ConvTransposeSpec):
-    return xp.permute_dims(a, (0, 3, 1, 2)) if spec.data_format == "channels_first" else a
+def from_channels_last(xp, a, spec: ConvTransposeSpec):
+    """A channels-last ``a`` as a view in ``spec``'s layout."""
+    if spec.data_format == "channels_last":
+        return a
+    return xp.permute_dims(a, (0, spec.rank + 1, *range(1, spec.rank + 1)))
 
 
 def compute_dtype(xp, dtype):
@@ -47,10 +54,10 @@ def set_into(xp, buffer, index, values):
     return buffer
 
 
-def in_caller_layout(xp, a_nhwc, spec: ConvTransposeSpec, dtype):
-    """A new C-contiguous ``dtype`` array holding the NHWC view ``a_nhwc`` in the caller's layout,
-    as TensorFlow and torch return theirs."""
-    a = from_nhwc(xp, a_nhwc, spec)
+def in_caller_layout(xp, a_channels_last, spec: ConvTransposeSpec, dtype):
+    """A new C-contiguous ``dtype`` array holding the channels-last view ``a_channels_last`` in
+    the caller's layout, as TensorFlow and torch return theirs."""
+    a = from_channels_last(xp, a_channels_last, spec)
     out = xp.empty(a.shape, dtype=dtype, device=device(a))
     return set_into(xp, out, ..., xp.astype(a, dtype, copy=False))
 
@@ -62,13 +69,13 @@ def by_group(xp, a, groups: int, axis: int):
     return xp.permute_dims(xp.reshape(a, shape), order)
 
 
-def pixels_by_group(xp, x_nhwc, groups: int):
-    """An NHWC input (or a piece of it) as (G, pixels, Cg)."""
-    return by_group(xp, xp.reshape(x_nhwc, (-1, x_nhwc.shape[-1])), groups, 1)
+def pixels_by_group(xp, x_channels_last, groups: int):
+    """A channels-last input (or a piece of it) as (G, pixels, Cg)."""
+    return by_group(xp, xp.reshape(x_channels_last, (-1, x_channels_last.shape[-1])), groups, 1)
 
 
 def kernel_by_group(xp, kernel, groups: int):
-    """A Keras-layout kernel (kh, kw, Fg, Cin) as (G, kh*kw*Fg, Cg): one row per tap and filter."""
+    """A Keras-layout kernel (*taps, Fg, Cin) as (G, taps*Fg, Cg): one row per tap and filter."""
     return by_group(xp, xp.reshape(kernel, (-1, kernel.shape[-1])), groups, 1)
 
 

@@ -1,27 +1,35 @@
-"""The forward's placements: where each input piece's tap products are added, one class per mode.
+"""The forward's placements: where each input piece's tap products are added, one class per mode,
+for 1, 2 or 3 spatial axes alike.
 
-Tap ``t`` sends input row ``i`` to full-output row ``i*s + t*d``. The output buffer is viewed as
-rows of ``s`` by columns of ``s``, so a block of taps sharing a shift lands as one strided add:
+Along each spatial axis, tap ``t`` sends input index ``i`` to full-output index ``i*s + t*d``.
+The output buffer is viewed as cells of ``s`` along every axis, ``(N, cells_1, s_1, cells_2, s_2,
+..., F)``, so a block of taps sharing a shift along every axis (one block per axis, the blocks
+combined by ``itertools.product``) lands as one strided add:
 
-- :class:`IntoUncropped`: filters innermost, ``(N, rows, sh, cols, sw, F)``, the uncropped output;
-  Keras' crop is copied out at the end.
+- :class:`IntoUncropped`: filters innermost, the uncropped output; Keras' crop is copied out at
+  the end.
 - :class:`IntoOutput`: the same layout clipped to the output itself, its grid starting at Keras'
-  crop, when that takes no more adds (:func:`_output_grid_fits`) and the caller wants NHWC in
-  the compute dtype: nothing is copied.
-- :class:`TapsOutermost`: ``(G, Fg, N, rows, sh, cols, sw)``, one add per tap of runs of
-  ``in_width`` values (image outputs of 1-3 filters on NumPy), cropped and transposed at the end.
+  crop, when that takes no more adds on any axis (:func:`_output_grid_fits`) and the caller wants
+  channels-last in the compute dtype: nothing is copied.
+- :class:`TapsOutermost`: ``(G, Fg, N, cells_1, s_1, ...)``, one add per tap of runs of the last
+  spatial axis' length (image outputs of 1-3 filters on NumPy), cropped and transposed at the
+  end.
 
 A buffer starts as the bias (zeros without one), so the products add onto it; where every cell
-takes exactly one product (kernel == stride, nothing cropped), the products plus the bias are set
-into an unset one instead.
+takes exactly one product (kernel == stride on every axis, nothing cropped), the products plus
+the bias are set into an unset one instead: no fill, no adds (on NumPy, BLAS writes them there
+itself: ``_FiltersInnermost._multiply_into_output``).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, grouped_matmul, in_caller_layout, kernel_by_group,
                       pixels_by_group, set_into)
-from ._tuning import Tuning, taps_outermost
+from ._tuning import Tuning, multiplies_into_output, taps_outermost
 
 
 def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out_dtype, device_):
@@ -29,7 +37,7 @@ def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out
     if taps_outermost(xp, spec, tuning):
         return TapsOutermost(xp, spec, bias, dtype, device_)
     if (spec.data_format == "channels_last" and dtype == out_dtype
-            and all(_output_grid_fits(spec, axis) for axis in (0, 1))):
+            and all(_output_grid_fits(spec, axis) for axis in range(spec.rank))):
         return IntoOutput(xp, spec, bias, dtype, device_)
     return IntoUncropped(xp, spec, bias, dtype, device_)
 
@@ -37,10 +45,10 @@ def make_placement(xp, spec: ConvTransposeSpec, tuning: Tuning, bias, dtype, out
 def tap_blocks(kernel_size: int, stride: int, dilation: int, offset: int = 0):
     """Taps grouped into blocks ``(first, stop, shift, residue)`` that land together.
 
-    Tap ``t`` moves input row ``i`` to row ``i*s + t*d - offset = (i + shift)*s + residue`` of a
-    buffer that starts ``offset`` rows into the full output. Undilated, the taps with one shift
-    take consecutive residues, so one strided add places the whole block; dilated taps go one
-    by one.
+    Along one axis, tap ``t`` moves input index ``i`` to index ``i*s + t*d - offset = (i +
+    shift)*s + residue`` of a buffer that starts ``offset`` into the full output. Undilated,
+    the taps with one shift take consecutive residues, so one strided add places the whole
+    block; dilated taps go one by one.
     """
     if dilation == 1:
         shifts = range((-offset) // stride, (kernel_size - 1 - offset) // stride + 1)
@@ -53,13 +61,12 @@ def tap_blocks(kernel_size: int, stride: int, dilation: int, offset: int = 0):
 
 def _output_grid_fits(spec: ConvTransposeSpec, axis: int) -> bool:
     """Whether the output itself, viewed as a grid starting at Keras' crop, takes the adds: it
-    must be whole grid rows, and starting off the stride grid must not split a tap block in two
+    must be whole grid cells, and starting off the stride grid must not split a tap block in two
     (k=5, s=2 with the crop at 1 keeps 3 blocks; k=4, s=2 goes from 2 to 3 blocks, whose more and
     shorter adds cost more than the crop copy they save)."""
-    kernel_size, stride = spec.kernel_shape[axis], spec.strides[axis]
-    out_size, pad = ((spec.out_height, spec.pad_top) if axis == 0
-                     else (spec.out_width, spec.pad_left))
-    dilation = spec.dilation_rate[axis]
+    kernel_size, stride, dilation = (spec.kernel_size[axis], spec.strides[axis],
+                                     spec.dilation_rate[axis])
+    out_size, pad = spec.out_spatial[axis], spec.pad_before[axis]
     return (out_size % stride == 0 and len(tap_blocks(kernel_size, stride, dilation, pad))
             == len(tap_blocks(kernel_size, stride, dilation)))
 
@@ -72,156 +79,197 @@ def _starting_buffer(xp, shape, bias, dtype, device_):
     return set_into(xp, xp.empty(shape, dtype=dtype, device=device_), ..., bias)
 
 
-def _uncropped_extent(spec: ConvTransposeSpec, blocks_h, blocks_w):
-    """Grid rows and columns of the uncropped buffer: up to the last landing row (column), and to
-    the crop's end when output_padding reaches past it (nothing lands there)."""
-    (sh, sw) = spec.strides
-    return (max(spec.in_height + blocks_h[-1][2], -(-(spec.pad_top + spec.out_height) // sh)),
-            max(spec.in_width + blocks_w[-1][2], -(-(spec.pad_left + spec.out_width) // sw)))
+def _uncropped_extent(spec: ConvTransposeSpec, blocks) -> tuple:
+    """Grid cells of the uncropped buffer along each axis (``blocks``: that axis' tap blocks): up
+    to the last landing cell, and to the crop's end when output_padding reaches past it (nothing
+    lands there)."""
+    return tuple(max(length + axis_blocks[-1][2], -(-(pad + out) // stride))
+                 for length, axis_blocks, pad, out, stride
+                 in zip(spec.in_spatial, blocks, spec.pad_before, spec.out_spatial, spec.strides))
+
+
+def _cells_by_stride(cells, strides) -> tuple:
+    """``(cells_1, s_1, cells_2, s_2, ...)``: the spatial part of a buffer's grid view."""
+    return tuple(size for pair in zip(cells, strides) for size in pair)
+
+
+def _crop(spec: ConvTransposeSpec):
+    """The spatial slices that keep Keras' output out of the uncropped one."""
+    return tuple(slice(pad, pad + out) for pad, out in zip(spec.pad_before, spec.out_spatial))
+
+
+def _interleaved(rank: int) -> tuple:
+    """The axes order taking ``(N, *spatial, *taps, F)`` products to ``(N, i_1, t_1, ..., F)``,
+    the order of the buffer's grid view."""
+    return (0, *(a for axis in range(1, rank + 1) for a in (axis, axis + rank)), 2 * rank + 1)
 
 
 class _FiltersInnermost:
-    """Adds tap blocks of ``(N, H, W, kh, kw, F)`` products into a buffer viewed as
-    ``(N, rows, sh, cols, sw, F)`` that starts ``_offsets()`` rows and columns into the full
+    """Adds tap blocks of ``(N, *spatial, *taps, F)`` products into a buffer viewed as
+    ``(N, cells_1, s_1, ..., F)`` that starts ``_offsets()`` along each axis into the full
     output; what lands outside it is dropped."""
 
     def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
         self.xp, self.spec = xp, spec
-        offset_h, offset_w = self._offsets()
-        self.blocks_h = tap_blocks(spec.kernel_height, spec.strides[0], spec.dilation_rate[0],
-                                   offset_h)
-        self.blocks_w = tap_blocks(spec.kernel_width, spec.strides[1], spec.dilation_rate[1],
-                                   offset_w)
-        self.rows, self.cols = self._grid()
-        shape = (spec.batch, self.rows, spec.strides[0], self.cols, spec.strides[1], spec.filters)
+        self.blocks = [tap_blocks(k, s, d, offset) for k, s, d, offset in zip(
+            spec.kernel_size, spec.strides, spec.dilation_rate, self._offsets())]
+        self.cells = self._grid()
+        shape = (spec.batch, *_cells_by_stride(self.cells, spec.strides), spec.filters)
         # Kernel == stride (unet's k2 s2), uncropped: each cell takes exactly one product, so the
         # products (plus the bias, while in cache) are set into an unset buffer, no adds.
-        self.set_once = (self._one_block_fills(self.blocks_h, 0, self.rows)
-                         and self._one_block_fills(self.blocks_w, 1, self.cols))
+        self.set_once = all(
+            len(blocks) == 1 and blocks[0] == (0, stride, 0, 0) and cells == length
+            for blocks, stride, cells, length
+            in zip(self.blocks, spec.strides, self.cells, spec.in_spatial))
         if self.set_once:
             self.bias = bias
             self.full = xp.empty(shape, dtype=dtype, device=device_)
         else:
             self.full = _starting_buffer(xp, shape, bias, dtype, device_)
 
-    def _one_block_fills(self, blocks, axis: int, cells: int) -> bool:
-        in_size = self.spec.in_height if axis == 0 else self.spec.in_width
-        return (len(blocks) == 1 and blocks[0] == (0, self.spec.strides[axis], 0, 0)
-                and cells == in_size)
-
     def add(self, x_piece, kernel, n0: int, r0: int):
-        """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
+        """Multiply the input piece ``x[n0:n0+nb, r0:r0+rows]`` (a band along the first spatial
+        axis) by every tap and add it in place."""
         xp, spec = self.xp, self.spec
-        nb, hr, w = x_piece.shape[:3]
-        kh, kw, fg = spec.kernel_height, spec.kernel_width, spec.filters_per_group
-        # (G, pixels, Cg) @ (G, Cg, taps*Fg), then filters innermost: (N, H, W, kh, kw, G*Fg).
+        nb, *piece_spatial = x_piece.shape[:-1]
+        if self.set_once and multiplies_into_output(xp, spec):
+            self._multiply_into_output(x_piece, kernel, n0, r0)
+            return
+        fg = spec.filters_per_group
+        # (G, pixels, Cg) @ (G, Cg, taps*Fg), then filters innermost: (N, *spatial, *taps, G*Fg).
         products = grouped_matmul(xp, pixels_by_group(xp, x_piece, spec.groups),
                                   xp.matrix_transpose(kernel_by_group(xp, kernel, spec.groups)))
-        products = xp.permute_dims(xp.reshape(products, (spec.groups, -1, kh * kw, fg)),
-                                   (1, 2, 0, 3))
-        products = xp.reshape(products, (nb, hr, w, kh, kw, spec.filters))
+        products = xp.reshape(products, (spec.groups, -1, math.prod(spec.kernel_size), fg))
+        products = xp.permute_dims(products, (1, 2, 0, 3))
+        products = xp.reshape(products, (nb, *piece_spatial, *spec.kernel_size, spec.filters))
+        order = _interleaved(spec.rank)
         if self.set_once:
             if self.bias is not None:
                 products = add_into(xp, products, ..., self.bias)
-            index = (slice(n0, n0 + nb), slice(r0, r0 + hr), ...)
-            self.full = set_into(xp, self.full, index, xp.permute_dims(products, (0, 1, 3, 2, 4, 5)))
+            index = (slice(n0, n0 + nb), slice(r0, r0 + piece_spatial[0]), ...)
+            self.full = set_into(xp, self.full, index, xp.permute_dims(products, order))
             return
-        for first_h, stop_h, shift_h, residue_h in self.blocks_h:
-            # Input rows i land on grid row i + shift: keep those inside the buffer.
-            i0 = max(0, -shift_h - r0)
-            i1 = min(hr, self.rows - shift_h - r0)
-            for first_w, stop_w, shift_w, residue_w in self.blocks_w:
-                j0 = max(0, -shift_w)
-                j1 = min(w, self.cols - shift_w)
-                if i0 >= i1 or j0 >= j1:
-                    continue
-                block = products[:, i0:i1, j0:j1, first_h:stop_h, first_w:stop_w, :]
-                row = r0 + i0 + shift_h
-                col = j0 + shift_w
-                index = (slice(n0, n0 + nb), slice(row, row + i1 - i0),
-                         slice(residue_h, residue_h + stop_h - first_h),
-                         slice(col, col + j1 - j0),
-                         slice(residue_w, residue_w + stop_w - first_w), slice(None))
-                self.full = add_into(xp, self.full, index,
-                                     xp.permute_dims(block, (0, 1, 3, 2, 4, 5)))
+        starts = (r0,) + (0,) * (spec.rank - 1)
+        for blocks in itertools.product(*self.blocks):
+            inputs, taps, target = [], [], [slice(n0, n0 + nb)]
+            for (first, stop, shift, residue), start, length, cells in zip(
+                    blocks, starts, piece_spatial, self.cells):
+                # Input indices i land on grid cell start + i + shift: keep those inside.
+                i0, i1 = max(0, -shift - start), min(length, cells - shift - start)
+                if i0 >= i1:
+                    break
+                cell = start + i0 + shift
+                inputs.append(slice(i0, i1))
+                taps.append(slice(first, stop))
+                target += [slice(cell, cell + i1 - i0), slice(residue, residue + stop - first)]
+            else:
+                block = products[(slice(None), *inputs, *taps, slice(None))]
+                self.full = add_into(xp, self.full, (*target, slice(None)),
+                                     xp.permute_dims(block, order))
+
+    def _multiply_into_output(self, x_piece, kernel, n0: int, r0: int):
+        """Set once by NumPy's ``matmul(..., out=)``, straight into the buffer: with the taps of
+        every axis but the last fixed, a piece's products are ``(..., W, s_last*F)`` matrices
+        whose rows (``s_last*F`` values) are contiguous in the buffer, so BLAS writes each
+        output value once, with no products array and no copy (when it wins:
+        :func:`._tuning.multiplies_into_output`). The bias rides along as an input channel of
+        ones (a pass adding it afterwards cost a third more)."""
+        np, spec = self.xp, self.spec
+        nb, rows = x_piece.shape[:2]
+        # Kernel (*taps, F, C) as rows (*taps, s_last*F, C); the bias, tiled, as one more column.
+        kernel = np.reshape(kernel, (*spec.kernel_size[:-1], -1, spec.in_channels))
+        if self.bias is not None:
+            ones = np.ones((*x_piece.shape[:-1], 1), dtype=x_piece.dtype)
+            x_piece = np.concatenate((x_piece, ones), axis=-1)
+            bias = np.broadcast_to(np.reshape(np.tile(self.bias, spec.kernel_size[-1]), (-1, 1)),
+                                   (*kernel.shape[:-1], 1))
+            kernel = np.concatenate((kernel, bias), axis=-1)
+        piece = self.full[n0:n0 + nb, r0:r0 + rows, ...]
+        for taps in itertools.product(*(range(k) for k in spec.kernel_size[:-1])):
+            index = [slice(None), slice(None)]
+            for axis, tap in enumerate(taps):
+                index += [tap] if axis == 0 else [slice(None), tap]
+            view = piece[tuple(index)]                    # (nb, rows, ..., W, s_last, F)
+            np.matmul(x_piece, np.matrix_transpose(kernel[taps]),
+                      out=np.reshape(view, (*view.shape[:-2], -1)))
 
 
 class IntoUncropped(_FiltersInnermost):
     """Filters innermost into the uncropped output; Keras' crop is copied out at the end."""
 
     def _offsets(self):
-        return 0, 0
+        return (0,) * self.spec.rank
 
     def _grid(self):
-        return _uncropped_extent(self.spec, self.blocks_h, self.blocks_w)
+        return _uncropped_extent(self.spec, self.blocks)
 
     def output(self, out_dtype):
         """The result: a new C-contiguous array in the caller's layout and dtype."""
         spec = self.spec
-        (sh, sw) = spec.strides
-        full = self.xp.reshape(self.full,
-                               (spec.batch, self.rows * sh, self.cols * sw, spec.filters))
-        cropped = full[:, spec.pad_top:spec.pad_top + spec.out_height,
-                       spec.pad_left:spec.pad_left + spec.out_width, :]
-        return in_caller_layout(self.xp, cropped, spec, out_dtype)
+        full = self.xp.reshape(self.full, (spec.batch, *(cells * stride for cells, stride
+                                                         in zip(self.cells, spec.strides)),
+                                           spec.filters))
+        return in_caller_layout(self.xp, full[(slice(None), *_crop(spec), slice(None))], spec,
+                                out_dtype)
 
 
 class IntoOutput(_FiltersInnermost):
     """Filters innermost into the output itself: a grid that starts at Keras' crop
-    (``pad_top``, ``pad_left``) and holds ``out_height / sh`` by ``out_width / sw`` cells."""
+    (``pad_before``) and holds ``out / s`` cells along each axis."""
 
     def _offsets(self):
-        return self.spec.pad_top, self.spec.pad_left
+        return self.spec.pad_before
 
     def _grid(self):
-        spec = self.spec
-        return spec.out_height // spec.strides[0], spec.out_width // spec.strides[1]
+        return tuple(out // stride for out, stride in zip(self.spec.out_spatial, self.spec.strides))
 
     def output(self, out_dtype):
         return self.xp.reshape(self.full, self.spec.output_shape)
 
 
 class TapsOutermost:
-    """One add per tap of ``(G, Fg, N, H, W)`` products into ``(G, Fg, N, rows, sh, cols, sw)``:
-    runs of ``in_width`` values where filters innermost would add runs of a few."""
+    """One add per tap of ``(G, Fg, N, *spatial)`` products into ``(G, Fg, N, cells_1, s_1,
+    ...)``: runs of the last spatial axis' length where filters innermost would add runs of a
+    few."""
 
     def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
         self.xp, self.spec = xp, spec
-        (sh, sw), (dh, dw) = spec.strides, spec.dilation_rate
-        self.blocks_h = tap_blocks(spec.kernel_height, sh, dh)
-        self.blocks_w = tap_blocks(spec.kernel_width, sw, dw)
-        self.rows, self.cols = _uncropped_extent(spec, self.blocks_h, self.blocks_w)
+        blocks = [tap_blocks(k, s, d)
+                  for k, s, d in zip(spec.kernel_size, spec.strides, spec.dilation_rate)]
+        # Per axis, each tap's (tap, shift, residue).
+        self.taps = [[(tap, shift, residue + tap - first)
+                      for first, stop, shift, residue in axis_blocks
+                      for tap in range(first, stop)] for axis_blocks in blocks]
+        self.cells = _uncropped_extent(spec, blocks)
         if bias is not None:
-            bias = xp.reshape(bias, (spec.groups, spec.filters_per_group, 1, 1, 1, 1, 1))
-        shape = (spec.groups, spec.filters_per_group, spec.batch, self.rows, sh, self.cols, sw)
+            bias = xp.reshape(bias, (spec.groups, spec.filters_per_group,
+                                     *(1,) * (1 + 2 * spec.rank)))
+        shape = (spec.groups, spec.filters_per_group, spec.batch,
+                 *_cells_by_stride(self.cells, spec.strides))
         self.full = _starting_buffer(xp, shape, bias, dtype, device_)
 
     def add(self, x_piece, kernel, n0: int, r0: int):
-        """Multiply the input piece ``x[n0:n0+nb, r0:r0+hr]`` by every tap and add it in place."""
+        """Multiply the input piece ``x[n0:n0+nb, r0:r0+rows]`` by every tap and add it in place."""
         xp, spec = self.xp, self.spec
-        nb, hr, w = x_piece.shape[:3]
-        kh, kw = spec.kernel_height, spec.kernel_width
+        nb, *piece_spatial = x_piece.shape[:-1]
         # (G, taps*Fg, Cg) @ (G, Cg, pixels): kernel rows times pixels.
         products = grouped_matmul(xp, kernel_by_group(xp, kernel, spec.groups),
                                   xp.matrix_transpose(pixels_by_group(xp, x_piece, spec.groups)))
-        products = xp.reshape(products, (spec.groups, kh, kw, spec.filters_per_group, nb, hr, w))
-        for first_h, stop_h, shift_h, residue_h in self.blocks_h:
-            for tap_h in range(first_h, stop_h):
-                row = shift_h + r0
-                for first_w, stop_w, shift_w, residue_w in self.blocks_w:
-                    for tap_w in range(first_w, stop_w):
-                        index = (slice(None), slice(None), slice(n0, n0 + nb),
-                                 slice(row, row + hr), residue_h + tap_h - first_h,
-                                 slice(shift_w, shift_w + w), residue_w + tap_w - first_w)
-                        self.full = add_into(xp, self.full, index, products[:, tap_h, tap_w, ...])
+        products = xp.reshape(products, (spec.groups, *spec.kernel_size, spec.filters_per_group,
+                                         nb, *piece_spatial))
+        starts = (r0,) + (0,) * (spec.rank - 1)
+        for taps in itertools.product(*self.taps):
+            index = [slice(None), slice(None), slice(n0, n0 + nb)]
+            for (_, shift, residue), start, length in zip(taps, starts, piece_spatial):
+                index += [slice(start + shift, start + shift + length), residue]
+            self.full = add_into(xp, self.full, tuple(index),
+                                 products[(slice(None), *(tap for tap, _, _ in taps), ...)])
 
     def output(self, out_dtype):
         """The result: a new C-contiguous array in the caller's layout and dtype."""
         spec = self.spec
-        (sh, sw) = spec.strides
-        full = self.xp.reshape(self.full,
-                               (spec.filters, spec.batch, self.rows * sh, self.cols * sw))
-        cropped = full[:, :, spec.pad_top:spec.pad_top + spec.out_height,
-                       spec.pad_left:spec.pad_left + spec.out_width]
-        return in_caller_layout(self.xp, self.xp.permute_dims(cropped, (1, 2, 3, 0)), spec,
-                                out_dtype)
+        full = self.xp.reshape(self.full, (spec.filters, spec.batch, *(
+            cells * stride for cells, stride in zip(self.cells, spec.strides))))
+        cropped = full[(slice(None), slice(None), *_crop(spec))]
+        return in_caller_layout(self.xp, self.xp.permute_dims(
+            cropped, (*range(1, spec.rank + 2), 0)), spec, out_dtype)

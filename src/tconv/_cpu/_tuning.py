@@ -4,9 +4,10 @@ tests set them to reach every path on small shapes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from array_api_compat import is_jax_namespace, is_torch_namespace
+from array_api_compat import is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
 
@@ -21,8 +22,9 @@ WORKSPACE_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
 class Tuning:
-    """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands of
-    rows of one image); ``taps_outermost``: the forward's products layout. ``None``: measured."""
+    """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
+    along the first spatial axis of one image); ``taps_outermost``: the forward's products
+    layout. ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
@@ -30,14 +32,25 @@ class Tuning:
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     """Which products layout places faster: an add moves runs of ``taps per block x filters``
-    contiguous values with filters innermost, or of ``in_width`` values with taps outermost.
+    contiguous values with filters innermost, or of ``in_width`` values (the last spatial axis)
+    with taps outermost.
     NumPy's strided add is slow on runs of a few values, so image outputs (1-3 filters) take the
     latter there (pix2pix's 3-filter output: 6.0 -> 4.0 ms); torch's add vectorizes short runs
     and the taps-outermost GEMM and adds cost it more (2.9 -> 4.3 ms), so torch never does."""
     if tuning.taps_outermost is not None:
         return tuning.taps_outermost
     return (not is_torch_namespace(xp)
-            and spec.filters_per_group * spec.strides[1] < spec.in_width)
+            and spec.filters_per_group * spec.strides[-1] < spec.in_spatial[-1])
+
+
+def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
+    """Whether a set-once forward lets NumPy's ``matmul(out=)`` write the products straight into
+    the output (one small GEMM per row of the first axes, ``W`` rows each) instead of one GEMM
+    per piece and a copy. With few input channels the GEMM is bound by writing its output, and
+    skipping the copy wins (unet3d's k2 s2, 32 channels: about 3x); with many, BLAS re-packs
+    the kernel for every small GEMM and loses (unet_up1, 1024 channels: 274 -> 855 ms). Groups
+    take the array-API path."""
+    return is_numpy_namespace(xp) and spec.groups == 1 and spec.in_channels <= 64
 
 
 def forward_budget(xp) -> int:
@@ -49,25 +62,28 @@ def backward_budget(xp, spec: ConvTransposeSpec, bytes_per_pixel: int, itemsize:
     rows and a slice per tap (fcn_x8's 256 taps), which outweighs the cache. Above that, a piece's
     windows are read by two GEMMs next to its dx rows: half the forward's budget; and each piece
     adds a partial dkernel, so pieces hold at least 16 of those to keep the adds a small share."""
-    windows_bytes = bytes_per_pixel * spec.batch * spec.in_height * spec.in_width
+    windows_bytes = bytes_per_pixel * spec.batch * math.prod(spec.in_spatial)
     if is_jax_namespace(xp):
         return WORKSPACE_BYTES
     if windows_bytes <= 4 * CACHE_BYTES:
         return windows_bytes
-    kernel_bytes = spec.kernel_height * spec.kernel_width * spec.filters * itemsize
+    kernel_bytes = math.prod(spec.kernel_size) * spec.filters * itemsize
     return max(CACHE_BYTES // 2, 16 * kernel_bytes * spec.channels_per_group)
 
 
 def input_pieces(spec: ConvTransposeSpec, pixels: int):
-    """``(n0, n1, r0, r1)`` pieces of the input of at most ``pixels`` pixels (at least a row):
-    runs of whole images when one fits, else bands of rows of one image."""
-    h, w = spec.in_height, spec.in_width
+    """``(n0, n1, r0, r1)`` pieces of the input of at most ``pixels`` pixels (at least one row:
+    one index of the first spatial axis, with all of the others): runs of whole images when one
+    fits, else bands of rows of one image."""
+    rows, row_pixels = spec.in_spatial[0], math.prod(spec.in_spatial[1:])
     pixels = max(1, pixels)
-    if pixels >= h * w:
-        images = pixels // (h * w)
-        return [(n0, min(spec.batch, n0 + images), 0, h) for n0 in range(0, spec.batch, images)]
-    rows = max(1, pixels // w)
-    return [(n, n + 1, r0, min(h, r0 + rows)) for n in range(spec.batch) for r0 in range(0, h, rows)]
+    if pixels >= rows * row_pixels:
+        images = pixels // (rows * row_pixels)
+        return [(n0, min(spec.batch, n0 + images), 0, rows)
+                for n0 in range(0, spec.batch, images)]
+    band = max(1, pixels // row_pixels)
+    return [(n, n + 1, r0, min(rows, r0 + band))
+            for n in range(spec.batch) for r0 in range(0, rows, band)]
 
 
 def pieces(spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):

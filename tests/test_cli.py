@@ -3,6 +3,7 @@ refuses unknown cases, and its ratios compare against the right peers (:mod:`tco
 
 import functools
 import json
+import math
 import subprocess
 import sys
 import time
@@ -160,6 +161,14 @@ def test_harness_times_and_checks_every_column_of_a_rank_1_and_3_case(case, monk
     # every column's forward, tconv's and the peers' crops, against torch in float64
     assert set(row["max_abs_error"]) == set(bench.implementations())
     assert max(row["max_abs_error"].values()) < 1e-5
+    # the backward pass (pytest-benchmark's), which records its graph on the first call only
+    inputs = bench.case_inputs(case)
+    for name, (build, _, _) in bench.implementations().items():
+        backward = build(case, *inputs)["backward"]
+        first, again = backward(), backward()
+        assert len(first) == len(again) == 3, name   # dx, dkernel, dbias
+        dx = first[0]
+        assert math.prod(dx.shape) == math.prod(case.spec.input_shape), name
 
 
 def test_scaling_sweeps_batch_and_image_and_charts_time_per_flop(tmp_path):

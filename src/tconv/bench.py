@@ -302,7 +302,7 @@ def interleaved_median_ms(calls: dict, errors: dict, *, min_repeats: int, budget
     turn_s = budget_s / ROUNDS
     for _ in range(ROUNDS):
         for name, (fn, sync, call_s) in live.items():
-            per_turn = -(-min_repeats // ROUNDS) if call_s <= turn_s else 1
+            per_turn = 1 if call_s > turn_s else -(-min_repeats // ROUNDS)
             settle(fn, sync, settle_s, call_s)
             started = time.perf_counter()
             timed = []

@@ -1,6 +1,6 @@
 """One-command setup and run, for a fresh machine with nothing but Python 3.
 
-    python3 tools/dev.py demo   # the main job: tconv against the peers on the seed layer shapes
+    python3 tools/dev.py demo   # the main job: tconv against the peers on the benchmark layers
     python3 tools/dev.py test   # the whole test suite
     python3 tools/dev.py gpu    # on a lent GPU machine: tools/gpu_job.py (--rehearse: here)
 

@@ -1,12 +1,15 @@
 """The benchmark harness behind ``tconv bench``, ``benchmarks/test_bench_cpu.py`` and
-``tools/bench_rss.py``: the cases (the seed tutorials' layers), the columns (tconv on NumPy and on
-torch CPU inputs, the peers at their best) and the timing.
+``tools/bench_rss.py``: the cases (the seed tutorials' 2-D layers; HiFi-GAN's 1-D and a 3-D
+U-Net's upsampling layers), the columns (tconv on NumPy and on torch CPU inputs, the peers at
+their best) and the timing.
 
 Every case runs every column in the same process, so the ratios compare like with like on
-whatever load the machine carries. The peers: torch ``conv_transpose2d`` in NCHW (its default
-layout) and in ``channels_last`` (what a user with NHWC data picks; oneDNN's layout, faster on
-most of these layers), Keras' padding a crop of torch's full output; and TensorFlow
-``conv2d_transpose`` in NHWC when tensorflow is importable. With CUDA present, tconv's Triton
+whatever load the machine carries. The peers: torch ``conv_transpose1d/2d/3d`` in its default
+channels-first layout (NCL, NCHW, NCDHW) and fed the channels-last data as it is (NHWC and NDHWC
+as ``channels_last`` / ``channels_last_3d`` memory, NWC as a permuted view: what a user with
+channels-last data passes; oneDNN's layout, faster on most 2-D layers), Keras' padding a crop of
+torch's full output; and TensorFlow ``tf.nn.conv_transpose`` (what Keras' layers call) in
+channels-last when tensorflow is importable. With CUDA present, tconv's Triton
 backend and torch on the GPU join as extra columns. Times are medians over rounds that run every
 column in turn (a burst of load then slows them alike); the ratio is the fastest peer's time over
 tconv's (above 1: tconv is faster).
@@ -31,29 +34,43 @@ from ._roofline import roofline
 
 @dataclass(frozen=True)
 class Case:
+    """One layer, float32, channels-last: ``rank`` spatial axes of input size ``size`` each (or
+    one size per axis), a cubic kernel of side ``kernel_size``, the same stride on every axis."""
+
     name: str
     batch: int
-    size: int
+    size: int | tuple[int, ...]
     in_channels: int
     filters: int
     kernel_size: int
     strides: int
     padding: str
+    rank: int = 2
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) and len(self.size) != self.rank:
+            raise ValueError(f"size must be one int or {self.rank} (one per spatial axis), got "
+                             f"{self.size!r}")
+
+    @property
+    def in_spatial(self) -> tuple[int, ...]:
+        return (self.size,) * self.rank if isinstance(self.size, int) else tuple(self.size)
 
     @property
     def spec(self):
-        return tconv.make_spec((self.batch, self.size, self.size, self.in_channels),
-                               (self.kernel_size, self.kernel_size, self.filters,
+        return tconv.make_spec((self.batch, *self.in_spatial, self.in_channels),
+                               (*(self.kernel_size,) * self.rank, self.filters,
                                 self.in_channels),
                                strides=self.strides, padding=self.padding,
                                data_format="channels_last")
 
     def scaled(self, *, batch: int, size: int) -> Case:
-        return replace(self, name=f"{self.name} {batch}x{size}^2", batch=batch, size=size)
+        return replace(self, name=f"{self.name} {batch}x{size}^{self.rank}", batch=batch,
+                       size=size)
 
 
-# The performance issue's set: float32, NHWC, the seed tutorials' layers.
-CASES = (
+# Issue 17's set: float32, NHWC, the seed tutorials' layers.
+CASES_2D = (
     Case("dcgan_g2", 256, 7, 128, 64, 5, 2, "same"),
     Case("dcgan_g3", 256, 14, 64, 1, 5, 2, "same"),
     Case("cvae_d1", 32, 7, 32, 64, 3, 2, "same"),
@@ -63,17 +80,33 @@ CASES = (
     Case("seg_up4", 16, 64, 64, 32, 3, 2, "same"),
     Case("fcn_x8", 1, 32, 32, 21, 16, 8, "same"),
 )
-QUICK = ("dcgan_g3", "cvae_d1", "pix2pix_out", "fcn_x8")
+# Issue 16's set, ranks 1 and 3, channels-last. HiFi-GAN's generator upsamples 32 mel frames to
+# 8192 samples with four layers (torch padding (k - s) // 2, which is Keras' 'same' for these);
+# a 3-D U-Net's decoder upsamples 64^3 to 128^3 at 32 channels (k2 s2 'valid', or k3 s2 'same').
+CASES_RANKS = (
+    Case("hifigan_up1", 16, 32, 512, 256, 16, 8, "same", rank=1),
+    Case("hifigan_up2", 16, 256, 256, 128, 16, 8, "same", rank=1),
+    Case("hifigan_up3", 16, 2048, 128, 64, 4, 2, "same", rank=1),
+    Case("hifigan_up4", 16, 4096, 64, 32, 4, 2, "same", rank=1),
+    Case("unet3d_k2", 2, 64, 32, 32, 2, 2, "valid", rank=3),
+    Case("unet3d_k3", 2, 64, 32, 32, 3, 2, "same", rank=3),
+)
+CASES = CASES_2D + CASES_RANKS
+# Each issue's target reads the geomean over its own set.
+CASE_SETS = {"2-D": tuple(c.name for c in CASES_2D),
+             "ranks 1, 3": tuple(c.name for c in CASES_RANKS)}
+QUICK = ("dcgan_g3", "cvae_d1", "pix2pix_out", "fcn_x8", "hifigan_up1")
 PASSES = ("forward", "forward+backward")
 
 
 def case_inputs(case: Case, seed: int = 0):
-    """float32 NHWC input, Keras-layout kernel, bias and an upstream gradient, as NumPy arrays."""
+    """float32 channels-last input, Keras-layout kernel, bias and an upstream gradient, as NumPy
+    arrays."""
     rng = np.random.default_rng(seed)
     spec = case.spec
     return (rng.standard_normal(spec.input_shape, dtype=np.float32),
             rng.standard_normal(spec.kernel_shape, dtype=np.float32) / math.sqrt(
-                case.kernel_size ** 2 * case.in_channels),
+                math.prod(spec.kernel_size) * case.in_channels),
             rng.standard_normal((case.filters,), dtype=np.float32),
             rng.standard_normal(spec.output_shape, dtype=np.float32))
 
@@ -87,10 +120,10 @@ def tconv_numpy(case: Case, x, kernel, bias, dy):
     options = _options(case)
 
     def forward():
-        return tconv.conv2d_transpose(x, kernel, bias, backend="cpu", **options)
+        return tconv.conv_transpose(x, kernel, bias, backend="cpu", **options)
 
     def backward():
-        return tconv.conv2d_transpose_backward(dy, x, kernel, backend="cpu", **options)
+        return tconv.conv_transpose_backward(dy, x, kernel, backend="cpu", **options)
 
     def forward_backward():
         forward()
@@ -100,16 +133,20 @@ def tconv_numpy(case: Case, x, kernel, bias, dy):
 
 
 def _torch_autograd_passes(torch, run, inputs, dy):
-    """pass name -> callable for ``run(*inputs)`` under torch autograd, backpropagating ``dy``."""
+    """pass name -> callable for ``run(*inputs)`` under torch autograd, backpropagating ``dy``.
+    The backward pass records its graph on its first call (a warm-up), so a run without it holds
+    no graph (a 3-D layer's is half a gigabyte)."""
     leaves = [a.detach().clone().requires_grad_(True) for a in inputs]
-    recorded = run(*leaves)
+    recorded = []
 
     def forward():
         with torch.no_grad():
             return run(*inputs)
 
     def backward():
-        return torch.autograd.grad(recorded, leaves, dy, retain_graph=True)
+        if not recorded:
+            recorded.append(run(*leaves))
+        return torch.autograd.grad(recorded[0], leaves, dy, retain_graph=True)
 
     def forward_backward():
         return torch.autograd.grad(run(*leaves), leaves, dy)
@@ -124,38 +161,47 @@ def tconv_torch(case: Case, x, kernel, bias, dy, device="cpu", backend="cpu"):
     options = _options(case)
     tensors = [torch.from_numpy(a).to(device) for a in (x, kernel, bias)]
     return _torch_autograd_passes(
-        torch, lambda *a: tconv.conv2d_transpose(*a, backend=backend, **options), tensors,
+        torch, lambda *a: tconv.conv_transpose(*a, backend=backend, **options), tensors,
         torch.from_numpy(dy).to(device))
 
 
 def torch_conv_transpose(case: Case, x, kernel, bias, dy, device="cpu", dtype=None,
                          channels_last=False):
-    """The torch peer: ``conv_transpose2d``, NCHW or ``channels_last`` (the NHWC arrays as they
-    are, viewed as NCHW); Keras' output is a crop of torch's full one."""
+    """The torch peer: ``conv_transpose1d/2d/3d`` on channels-first tensors, either contiguous
+    (NCL, NCHW, NCDHW) or the channels-last arrays as they are, viewed in channels-first order
+    (``channels_last`` / ``channels_last_3d`` memory; rank 1 has no such format, so NWC is a
+    permuted view); Keras' output is a crop of torch's full one."""
     import torch
 
     spec = case.spec
+    rank = spec.rank
     dtype = dtype or torch.float32
-    layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    def as_torch(a_nhwc):
-        return (torch.from_numpy(a_nhwc).permute(0, 3, 1, 2).to(device, dtype)
-                .contiguous(memory_format=layout))
+    def as_torch(a):   # .to keeps the strides of a permuted dense view
+        viewed = torch.from_numpy(a).permute(0, rank + 1, *range(1, rank + 1)).to(device, dtype)
+        return viewed if channels_last else viewed.contiguous()
 
-    weight = (torch.from_numpy(kernel).permute(3, 2, 0, 1).to(device, dtype)
-              .contiguous(memory_format=layout))
+    # Keras' (*kernel_size, filters, in_channels) -> torch's (in_channels, filters, *kernel_size),
+    # in the data's memory format, as a module converted with .to(memory_format=...) holds it.
+    weight_layout = (torch.contiguous_format if not channels_last or rank == 1
+                     else torch.channels_last if rank == 2 else torch.channels_last_3d)
+    weight = (torch.from_numpy(kernel).permute(rank + 1, rank, *range(rank)).to(device, dtype)
+              .contiguous(memory_format=weight_layout))
     bias_t = torch.from_numpy(bias).to(device, dtype)
+    conv_transpose = getattr(torch.nn.functional, f"conv_transpose{rank}d")
+    crop = (slice(None), slice(None), *(slice(before, before + out) for before, out in
+                                        zip(spec.pad_before, spec.out_spatial)))
 
     def run(x_, weight_, bias_):
-        full = torch.nn.functional.conv_transpose2d(x_, weight_, bias_, stride=spec.strides)
-        return full[:, :, spec.pad_top:spec.pad_top + spec.out_height,
-                    spec.pad_left:spec.pad_left + spec.out_width]
+        return conv_transpose(x_, weight_, bias_, stride=spec.strides)[crop]
 
     return _torch_autograd_passes(torch, run, [as_torch(x), weight, bias_t], as_torch(dy))
 
 
 def tensorflow_conv_transpose(case: Case, x, kernel, bias, dy):
-    """The TensorFlow peer: ``tf.nn.conv2d_transpose`` (what Keras' layer calls), NHWC."""
+    """The TensorFlow peer: ``tf.nn.conv_transpose`` (what Keras' layers call; by rank
+    ``conv1d_transpose``, ``conv2d_transpose`` or ``conv3d_transpose``), channels-last. The
+    backward pass records its tape on its first call, as torch's above."""
     import tensorflow as tf
 
     spec = case.spec
@@ -163,20 +209,21 @@ def tensorflow_conv_transpose(case: Case, x, kernel, bias, dy):
     leaves = [tf.Variable(a) for a in constants]
     dy_tf = tf.constant(dy)
     padding = spec.padding.upper()
+    recorded = []
 
     def run(x_, kernel_, bias_):
-        y = tf.nn.conv2d_transpose(x_, kernel_, spec.output_shape, spec.strides, padding=padding)
+        y = tf.nn.conv_transpose(x_, kernel_, spec.output_shape, spec.strides, padding=padding)
         return tf.nn.bias_add(y, bias_)
-
-    with tf.GradientTape(persistent=True) as recorded_tape:
-        recorded = run(*leaves)
 
     def forward():
         return run(*constants).numpy()
 
     def backward():
-        return [g.numpy() for g in recorded_tape.gradient(recorded, leaves,
-                                                          output_gradients=dy_tf)]
+        if not recorded:
+            with tf.GradientTape(persistent=True) as tape:
+                recorded.append((tape, run(*leaves)))
+        tape, y = recorded[0]
+        return [g.numpy() for g in tape.gradient(y, leaves, output_gradients=dy_tf)]
 
     def forward_backward():
         with tf.GradientTape() as tape:
@@ -191,7 +238,7 @@ def tensorflow_conv_transpose(case: Case, x, kernel, bias, dy):
 CPU_COLUMNS = {
     "tconv numpy": (tconv_numpy, False, None),
     "tconv torch": (tconv_torch, False, "torch"),
-    "torch NCHW": (torch_conv_transpose, True, "torch"),
+    "torch channels_first": (torch_conv_transpose, True, "torch"),
     "torch channels_last": (functools.partial(torch_conv_transpose, channels_last=True), True,
                             "torch"),
     "tensorflow": (tensorflow_conv_transpose, True, "tensorflow"),
@@ -239,33 +286,49 @@ def interleaved_median_ms(calls: dict, errors: dict, *, min_repeats: int, budget
 
     The machine's load comes in bursts: spreading each column over the whole run, turn by turn,
     lets a burst slow all of them alike instead of one column's block. Each column gets one
-    warm-up call first (autotuning, allocator, caches); one that raises is reported in
-    ``errors`` and dropped. A turn settles for ``settle_s``, then times at least
-    ``min_repeats / ROUNDS`` calls and up to ``budget_s / ROUNDS`` seconds.
+    warm-up call first (autotuning, allocator, caches), which also times it; one that raises is
+    reported in ``errors`` and dropped. A turn settles (:func:`settle`), then times at least
+    ``min_repeats / ROUNDS`` calls and up to ``budget_s / ROUNDS`` seconds (at most 50 calls in
+    all). A column whose one call outlasts that share (a 3-D layer's second-long calls) times
+    one call a turn: ``ROUNDS`` calls in all.
     """
     live = {}
     for name, (fn, sync) in calls.items():
         try:
-            fn()
-            live[name] = (fn, sync)
+            live[name] = (fn, sync, timed_call(fn, sync))
         except Exception as error:  # a column this machine cannot run: reported, not fatal
             errors[name] = f"{type(error).__name__}: {error}"
     times = {name: [] for name in live}
-    per_turn = -(-min_repeats // ROUNDS)
+    turn_s = budget_s / ROUNDS
     for _ in range(ROUNDS):
-        for name, (fn, sync) in live.items():
-            run_for(fn, sync, settle_s)
+        for name, (fn, sync, call_s) in live.items():
+            per_turn = 1 if call_s > turn_s else -(-min_repeats // ROUNDS)
+            settle(fn, sync, settle_s, call_s)
             started = time.perf_counter()
             timed = []
-            while len(timed) < per_turn or (time.perf_counter() - started < budget_s / ROUNDS
+            while len(timed) < per_turn or (time.perf_counter() - started < turn_s
                                             and len(timed) < 50 // ROUNDS):
-                t0 = time.perf_counter()
-                fn()
-                if sync is not None:
-                    sync()
-                timed.append(time.perf_counter() - t0)
+                timed.append(timed_call(fn, sync))
             times[name] += timed
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def timed_call(fn, sync) -> float:
+    started = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - started
+
+
+def settle(fn, sync, seconds: float, call_s: float) -> None:
+    """Let the previous column's threads stop spinning before ``fn`` is timed: call ``fn`` (at
+    least once when ``seconds`` > 0) until ``seconds`` have passed, or, for a call that alone
+    lasts ``call_s`` > ``seconds``, wait idle that long (the same effect, without a whole call)."""
+    if call_s > seconds:
+        time.sleep(seconds)
+    else:
+        run_for(fn, sync, seconds)
 
 
 def run_for(fn, sync, seconds: float) -> None:
@@ -277,22 +340,29 @@ def run_for(fn, sync, seconds: float) -> None:
             sync()
 
 
-def _max_abs_error(case: Case, x, kernel, bias):
-    """Max abs error of tconv float32 (NumPy) and of torch float32 against torch in float64."""
+def max_abs_errors(case: Case, inputs, forwards: dict, peers) -> dict:
+    """Max abs error of each column's forward (``name -> callable``) against torch in float64.
+    torch's own convolutions (the torch peers) answer in channels-first order, every other
+    column in the caller's channels-last order."""
     import torch
 
-    dy = np.zeros(case.spec.output_shape, np.float32)
-    y = np.asarray(tconv_numpy(case, x, kernel, bias, dy)["forward"]())
-    exact = torch_conv_transpose(case, x, kernel, bias, dy, dtype=torch.float64)["forward"]()
-    peer = torch_conv_transpose(case, x, kernel, bias, dy)["forward"]()
-    exact, peer = (a.permute(0, 2, 3, 1).numpy() for a in (exact, peer))
-    return float(np.abs(y - exact).max()), float(np.abs(peer - exact).max())
+    x, kernel, bias, _ = inputs
+    no_gradient = np.zeros((1,) * (case.rank + 2), np.float32)   # only the forward runs here
+    exact = torch_conv_transpose(case, x, kernel, bias, no_gradient,
+                                 dtype=torch.float64)["forward"]().movedim(1, -1).numpy()
+    errors = {}
+    for name, forward in forwards.items():
+        y = forward()
+        if isinstance(y, torch.Tensor):
+            y = (y.movedim(1, -1) if name in peers else y).detach().cpu().numpy()
+        errors[name] = float(np.abs(np.asarray(y) - exact).max())
+    return errors
 
 
 def run_case(case: Case, *, min_repeats: int, budget_s: float, passes=PASSES,
              columns=None) -> dict:
     """One row: every column's median time per pass (``columns``: the implementations' names to
-    run, default all), and the float32 errors when torch is there."""
+    run, default all), and each column's float32 error when torch is there."""
     inputs = case_inputs(case)
     row = {"case": case.name, "flops_forward": case.spec.flops, "times_ms": {}, "errors": {},
            "peers": [], "roofline_h100": h100_floor(case.spec)}
@@ -312,7 +382,9 @@ def run_case(case: Case, *, min_repeats: int, budget_s: float, passes=PASSES,
                                               budget_s=budget_s).items():
             row["times_ms"].setdefault(pass_name, {})[name] = ms
     if columns is None and importable("torch"):
-        row["max_abs_error_tconv"], row["max_abs_error_torch"] = _max_abs_error(case, *inputs[:3])
+        row["max_abs_error"] = max_abs_errors(
+            case, inputs, {name: built["forward"] for name, (built, _) in runnable.items()
+                           if name not in row["errors"]}, row["peers"])
     return row
 
 

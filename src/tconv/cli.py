@@ -1,5 +1,6 @@
-"""``tconv bench``: tconv against the peers on the seed tutorials' layers, as a table, a JSON and a
-PNG bar chart; ``tconv bench --scaling``: how the time per FLOP moves as batch and image grow.
+"""``tconv bench``: tconv against the peers on the benchmark's layers (the seed tutorials' 2-D ones,
+HiFi-GAN's 1-D and a 3-D U-Net's upsampling layers), as a table, a JSON and a PNG bar chart;
+``tconv bench --scaling``: how the time per FLOP moves as batch and image grow (2-D).
 
 The cases, columns and timing are :mod:`tconv.bench`'s; this module holds the command, the table
 and the charts.
@@ -16,6 +17,21 @@ from . import bench as harness
 from .bench import PASSES, geomean, pass_flops, ratio
 
 
+def case_sets(rows: list[dict]) -> dict:
+    """set name (:data:`tconv.bench.CASE_SETS`) -> its rows, for the sets the run has rows of."""
+    sets = {name: [r for r in rows if r["case"] in members]
+            for name, members in harness.CASE_SETS.items()}
+    return {name: chosen for name, chosen in sets.items() if chosen}
+
+
+def geomean_ratios(rows: list[dict]) -> dict:
+    """set name -> pass -> tconv column -> geomean of its ratios over the set's rows."""
+    return {set_name: {p: {n: geomean(ratio(r, p, n) for r in chosen)
+                           for n in chosen[0]["times_ms"].get(p, {}) if n.startswith("tconv")}
+                       for p in PASSES}
+            for set_name, chosen in case_sets(rows).items()}
+
+
 def format_table(rows: list[dict], sgemm: float) -> str:
     names = []
     for row in rows:
@@ -26,22 +42,26 @@ def format_table(rows: list[dict], sgemm: float) -> str:
               + [f"ratio {n.removeprefix('tconv ')}" for n in mine])
     lines = [header]
     for pass_name in PASSES:
-        for row in rows:
-            times = row["times_ms"].get(pass_name, {})
-            gflops = pass_flops(row, pass_name) / times["tconv numpy"] / 1e6
-            lines.append([row["case"], pass_name]
-                         + [f"{times[n]:.2f}" if n in times else "-" for n in names]
-                         + [f"{gflops:.1f}", f"{100 * gflops / sgemm:.0f}%"]
-                         + [_fmt_ratio(ratio(row, pass_name, n)) for n in mine])
-        lines.append(["geomean", pass_name] + [""] * (len(names) + 2)
-                     + [_fmt_ratio(geomean(ratio(r, pass_name, n) for r in rows)) for n in mine])
+        for set_name, chosen in case_sets(rows).items():
+            for row in chosen:
+                times = row["times_ms"].get(pass_name, {})
+                gflops = pass_flops(row, pass_name) / times["tconv numpy"] / 1e6
+                lines.append([row["case"], pass_name]
+                             + [f"{times[n]:.2f}" if n in times else "-" for n in names]
+                             + [f"{gflops:.1f}", f"{100 * gflops / sgemm:.0f}%"]
+                             + [_fmt_ratio(ratio(row, pass_name, n)) for n in mine])
+            lines.append([f"geomean {set_name}", pass_name] + [""] * (len(names) + 2)
+                         + [_fmt_ratio(geomean(ratio(r, pass_name, n) for r in chosen))
+                            for n in mine])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * width for width in widths))
-    errors = [f"  {row['case']}: tconv {row['max_abs_error_tconv']:.2e}, torch "
-              f"{row['max_abs_error_torch']:.2e}" for row in rows if "max_abs_error_tconv" in row]
+    errors = [f"  {row['case']}: " + ", ".join(f"{name} {error:.2e}" for name, error
+                                               in row["max_abs_error"].items())
+              for row in rows if "max_abs_error" in row]
     if errors:
-        text += ["", "max abs error of the float32 forward vs torch in float64:"] + errors
+        text += ["", "max abs error of each column's float32 forward vs torch in float64:"]
+        text += errors
     for row in rows:
         text += [f"  {row['case']}: {name} skipped ({why})" for name, why in row["errors"].items()]
     text += ["", "roofline of the same layers on an H100 SXM, float32 (tconv._roofline): GFLOP, "
@@ -52,7 +72,9 @@ def format_table(rows: list[dict], sgemm: float) -> str:
             f"{name} {f['flops'] / 1e9:.2f} GFLOP {f['bytes'] / 1e6:.1f} MB "
             f"{f['tf32_ms']:.3f} / {f['ieee_ms']:.3f} ms" for name, f in floors.items()))
     text.append(f"\nsgemm (NumPy BLAS, 2048^3): {sgemm:.1f} GFLOP/s; ratio = fastest peer's median "
-                "time / tconv's (> 1: tconv faster)")
+                "time / tconv's (> 1: tconv faster); geomean per set: "
+                + "; ".join(f"{name} = {', '.join(members)}"
+                            for name, members in harness.CASE_SETS.items()))
     return "\n".join(text)
 
 
@@ -70,23 +92,27 @@ def _pyplot():
 
 
 def write_chart(rows: list[dict], path: Path) -> None:
-    """Grouped bars of GFLOP/s per case, one panel per pass."""
+    """Grouped bars of GFLOP/s per case: a row of panels per pass, a panel per case set."""
     plt = _pyplot()
-    figure, axes = plt.subplots(len(PASSES), 1, figsize=(11, 8), constrained_layout=True)
-    for axis, pass_name in zip(axes, PASSES):
-        names = []
+    sets = case_sets(rows)
+    widths = [max(2, len(chosen)) for chosen in sets.values()]   # a lone case keeps its title
+    figure, axes = plt.subplots(len(PASSES), len(sets), figsize=(3 + 1.1 * sum(widths), 8),
+                                squeeze=False, constrained_layout=True, width_ratios=widths)
+    for axes_of_pass, pass_name in zip(axes, PASSES):
+        names = []   # the same colour for a column in every panel
         for row in rows:
             names += [n for n in row["times_ms"].get(pass_name, {}) if n not in names]
-        width = 0.8 / max(1, len(names))
-        for i, name in enumerate(names):
-            heights = [pass_flops(r, pass_name) / r["times_ms"][pass_name][name] / 1e6
-                       if name in r["times_ms"].get(pass_name, {}) else 0 for r in rows]
-            axis.bar([c + i * width for c in range(len(rows))], heights, width, label=name)
-        axis.set_xticks([c + width * (len(names) - 1) / 2 for c in range(len(rows))],
-                        [r["case"] for r in rows])
-        axis.set_ylabel("GFLOP/s")
-        axis.set_title(f"{pass_name}, float32")
-        axis.legend(fontsize="small")
+        for axis, (set_name, chosen) in zip(axes_of_pass, sets.items()):
+            width = 0.8 / max(1, len(names))
+            for i, name in enumerate(names):
+                heights = [pass_flops(r, pass_name) / r["times_ms"][pass_name][name] / 1e6
+                           if name in r["times_ms"].get(pass_name, {}) else 0 for r in chosen]
+                axis.bar([c + i * width for c in range(len(chosen))], heights, width, label=name)
+            axis.set_xticks([c + width * (len(names) - 1) / 2 for c in range(len(chosen))],
+                            [r["case"] for r in chosen], rotation=20)
+            axis.set_ylabel("GFLOP/s")
+            axis.set_title(f"{pass_name}, float32, {set_name}", fontsize="medium")
+        axes_of_pass[0].legend(fontsize="x-small")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -96,7 +122,7 @@ def write_chart(rows: list[dict], path: Path) -> None:
 SCALING_LAYERS = ("cvae_d1", "dcgan_g2")
 SCALING_BATCHES = (1, 4, 16, 64, 256)
 SCALING_SIZES = (8, 16, 32, 64, 128, 256)
-SCALING_COLUMNS = ("tconv numpy", "tconv torch", "torch NCHW", "torch channels_last",
+SCALING_COLUMNS = ("tconv numpy", "tconv torch", "torch channels_first", "torch channels_last",
                    "tensorflow")
 
 
@@ -191,9 +217,7 @@ def bench(argv=None) -> int:
     print(format_table(rows, sgemm))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": harness.machine(), "sgemm_gflops": sgemm, "cases": rows,
-              "geomean_ratio": {p: {n: geomean(ratio(r, p, n) for r in rows)
-                                    for n in rows[0]["times_ms"][p] if n.startswith("tconv")}
-                                for p in PASSES}}
+              "geomean_ratio": geomean_ratios(rows)}
     (args.out / "bench.json").write_text(json.dumps(result, indent=2))
     write_chart(rows, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")

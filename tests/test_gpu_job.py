@@ -1,5 +1,5 @@
 """The GPU job (tools/gpu_job.py) rehearsed end to end without a GPU: TRITON_INTERPRET=1, a sample
-of the GPU tests, one tiny layer through the benchmark, the whole report written. What is left
+of the GPU tests, one tiny layer per rank through the benchmark, the whole report written. What is left
 untested is the GPU itself (and the timings, which the rehearsal takes by the wall clock)."""
 
 import importlib.util
@@ -41,6 +41,10 @@ def test_rehearsal_writes_the_whole_report(tmp_path):
     cases = {(r["precision"], r["pass_name"]) for r in report["rows"]}
     assert cases == {(p, s) for p in ("float16", "bfloat16", "float32-tf32", "float32-ieee")
                      for s in ("forward", "dgrad", "wgrad")}
+    # every rank through every pass (ranks 1 and 3 in one precision: tools/gpu_bench.py)
+    ranks = {(len(report["layers"][r["layer"]]["spatial"]), r["pass_name"])
+             for r in report["rows"]}
+    assert ranks == {(rank, s) for rank in (1, 2, 3) for s in ("forward", "dgrad", "wgrad")}
     for row in report["rows"]:
         assert row["flops"] > 0 and row["bytes"] > 0 and row["roofline_s"] > 0
         assert row["tconv_triton_s"] > 0 and row["torch_cudnn_s"] > 0

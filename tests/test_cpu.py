@@ -66,8 +66,29 @@ def _from_layout(a, data_format):
     return np.transpose(a, (0, 2, 3, 1)) if data_format == "channels_first" else a
 
 
+in_place_namespaces = pytest.mark.parametrize("xp", ["numpy", "array_api_strict", "torch"],
+                                              indirect=True)
+# JAX's eager ops compile once per new shape (a second or more a random geometry here), so JAX
+# draws fewer geometries; its functional writes in every piece and placement are also checked
+# below (test_functional_*), and the geometry rules on the other namespaces with every example.
+functional_namespace = pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+FUNCTIONAL_EXAMPLES = 10
+
+
+@in_place_namespaces
 @given(geometries())
 def test_forward_matches_reference(xp, g):
+    _check_forward(xp, g)
+
+
+@functional_namespace
+@settings(max_examples=FUNCTIONAL_EXAMPLES)
+@given(geometries())
+def test_functional_forward_matches_reference(xp, g):
+    _check_forward(xp, g)
+
+
+def _check_forward(xp, g):
     x, kernel, bias, options = _case(g)
     fmt = options["data_format"]
     y = tconv.conv2d_transpose(
@@ -81,8 +102,20 @@ def test_forward_matches_reference(xp, g):
         **{k: v for k, v in options.items() if k != "groups"})
 
 
+@in_place_namespaces
 @given(geometries())
 def test_backward_matches_reference(xp, g):
+    _check_backward(xp, g)
+
+
+@functional_namespace
+@settings(max_examples=FUNCTIONAL_EXAMPLES)
+@given(geometries())
+def test_functional_backward_matches_reference(xp, g):
+    _check_backward(xp, g)
+
+
+def _check_backward(xp, g):
     x, kernel, _, options = _case(g)
     fmt = options["data_format"]
     expected_y = reference.forward(x, kernel, **_ref_options(options))
@@ -96,8 +129,6 @@ def test_backward_matches_reference(xp, g):
     np.testing.assert_allclose(np.asarray(dbias), ref_dbias, rtol=1e-10, atol=1e-10)
 
 
-in_place_namespaces = pytest.mark.parametrize("xp", ["numpy", "array_api_strict", "torch"],
-                                              indirect=True)
 both_layouts = pytest.mark.parametrize("taps_outermost", [False, True],
                                        ids=["filters-innermost", "taps-outermost"])
 row_or_image_pieces = pytest.mark.parametrize("piece", ["row", "image"])
@@ -114,7 +145,7 @@ def test_pieces_and_layouts_match_reference(xp, taps_outermost, piece, g):
     _check_pieces_and_layout(xp, taps_outermost, piece, g)
 
 
-@pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@functional_namespace
 @both_layouts
 @row_or_image_pieces
 @settings(max_examples=2)
@@ -424,7 +455,7 @@ def test_each_placement_at_ranks_1_and_3_matches_reference(xp, rank, geometry, p
     _check_rank_placement(xp, rank, geometry, placement, set_once, taps_outermost, piece)
 
 
-@pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@functional_namespace
 @pytest.mark.parametrize("rank, geometry, placement, set_once",
                          [RANK_PLACEMENTS[i] for i in (1, 3, 4)],
                          ids=[f"rank{RANK_PLACEMENTS[i][0]}-{i}" for i in (1, 3, 4)])

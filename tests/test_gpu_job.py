@@ -1,6 +1,6 @@
 """The GPU job (tools/gpu_job.py) rehearsed end to end without a GPU: TRITON_INTERPRET=1, a sample
-of the GPU tests, one tiny layer per rank through the benchmark, the whole report written. What is left
-untested is the GPU itself (and the timings, which the rehearsal takes by the wall clock)."""
+of the GPU tests, one tiny layer per rank through the benchmark, the whole report written. What is
+left untested is the GPU itself (and the timings, which the rehearsal takes by the wall clock)."""
 
 import importlib.util
 import json

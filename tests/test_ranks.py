@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import reference
 import tconv
-from conftest import NAMESPACES
 
 # (rank, x spatial, kernel size, in_channels, filters, options): every option on both ranks.
 CASES = {
@@ -73,21 +72,8 @@ def _from_format(a, data_format):
     return np.moveaxis(a, 1, -1) if data_format == "channels_first" else a
 
 
-def _function_items():
-    """(namespace, case, data_format): every case in both formats on every namespace but JAX,
-    whose eager ops compile once per new shape (seconds a case): there the cases alternate the
-    formats, each case once, so that JAX still meets both formats at both ranks."""
-    items = []
-    for namespace in NAMESPACES:
-        for i, (name, case) in enumerate(CASES.items()):
-            formats = [DATA_FORMATS[i % 2]] if namespace == "jax.numpy" else DATA_FORMATS
-            items += [pytest.param(namespace, case, data_format,
-                                   id=f"{namespace}-{name}-{data_format}")
-                      for data_format in formats]
-    return items
-
-
-@pytest.mark.parametrize("xp, case, data_format", _function_items(), indirect=["xp"])
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_forward_and_gradients_match_reference(xp, case, data_format):
     x, kernel, bias = _arrays(case)
     options = dict(case[-1], data_format=data_format, backend="cpu")

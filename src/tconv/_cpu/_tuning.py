@@ -19,9 +19,10 @@ CACHE_BYTES = 8 * 2**20
 # it runs in one piece unless the products exceed this memory bound.
 WORKSPACE_BYTES = 256 * 2**20
 # Windows per piece of the forward by phase: each phase's GEMM reads them again, so they should
-# stay in cache; HiFi-GAN's up3/up4 (1 thread, CPU time) ran fastest with 0.5-2 MiB pieces (8
-# MiB cost a fifth more).
-PHASE_WINDOW_BYTES = 2**20
+# stay in cache, and each piece is one GEMM call per phase (each a 2-thread BLAS barrier, slow
+# on a loaded machine). HiFi-GAN's up3/up4 (1 thread, CPU time) took the same with 1, 2 and 4
+# MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB (wall, best of 10).
+PHASE_WINDOW_BYTES = 4 * 2**20
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
 
@@ -43,12 +44,15 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
 
     Each phase's GEMM multiplies one image's windows at a time (``W`` rows along the last
     axis), so it wins where those runs are long: HiFi-GAN's up3 and up4 (k4 s2, 2048 and 4096
-    samples; one thread, CPU time on the loaded 2-core VM, best of 5) took 0.67-0.71x of
-    multiply-then-place's time on NumPy and 0.86-0.88x on torch; up2 (k16 s8, 256 samples) broke
-    even and up1 (32 samples) took 1.3-1.4x, as did the 2-D layers (pix2pix_u6 1.1-1.25x,
-    dcgan_g2's 7-wide images 1.5-3.7x; fcn_x8 0.9x on NumPy, 1.4x on torch), where a phase's
-    rows are one image row each. Unmeasured on JAX (whose placement runs in one piece) and for
-    groups or dilation, which take the placements."""
+    samples; one thread, CPU time on the loaded 2-core VM, best of 5-8, five runs) took
+    0.62-0.82x of multiply-then-place's time on NumPy and 0.64-0.93x on torch; up2 (k16 s8, 256
+    samples) broke even (0.95-1.06x) and up1 (32 samples) took 1.4x, as did the 2-D and 3-D
+    layers (pix2pix_u6 1.1-1.25x, dcgan_g2's 7-wide images 1.5-3.6x, unet3d_k3 1.2-1.35x; fcn_x8
+    0.9x on NumPy, 1.4x on torch), where a phase's rows are one image row each. On 2 threads at
+    load 5-6 the wall times went the other way (up3 1.2-1.5x, up4 1.1-1.3x, best of 10): each
+    piece is one GEMM call per phase, a 2-thread barrier that a loaded machine stalls; not yet
+    timed idle. Unmeasured on JAX (whose placement runs in one piece) and for groups or
+    dilation, which take the placements."""
     if tuning.by_phase is not None:
         return tuning.by_phase
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1

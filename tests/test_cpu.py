@@ -508,3 +508,87 @@ def _check_rank_placement(xp, rank, geometry, placement, set_once, taps_outermos
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(grads[1]), ref_dkernel, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(grads[2]), ref_dbias, rtol=1e-10, atol=1e-10)
+
+
+# (rank, geometry): the forward by stride phase over every rank: crops on and off the stride
+# grid, output_padding, kernels shorter than the stride (residues no tap reaches), dilation
+# (window positions without a tap), groups (block-diagonal phase kernels), channels_first.
+PHASE_GEOMETRIES = [
+    (1, dict(kernel_size=(4,), strides=(2,), padding="same")),                       # hifigan
+    (1, dict(kernel_size=(5,), strides=(3,), padding="valid", output_padding=(2,), groups=3)),
+    (1, dict(kernel_size=(3,), strides=(2,), padding="same", dilation_rate=(2,),
+             data_format="channels_first")),
+    (2, dict(kernel_size=(4, 5), strides=(2, 2), padding="same")),
+    (2, dict(kernel_size=(1, 2), strides=(2, 3), padding="valid", groups=3)),
+    (2, dict(kernel_size=(3, 2), strides=(2, 1), padding="same", dilation_rate=(2, 3),
+             output_padding=(1, 0))),
+    (3, dict(kernel_size=(3, 3, 3), strides=(2, 2, 2), padding="same")),             # unet3d
+    (3, dict(kernel_size=(2, 3, 1), strides=(3, 2, 2), padding="valid", output_padding=(1, 1, 1),
+             dilation_rate=(1, 2, 1), groups=3, data_format="channels_first")),
+]
+
+
+@in_place_namespaces
+@pytest.mark.parametrize("rank, geometry", PHASE_GEOMETRIES,
+                         ids=[f"rank{r}-{i}" for i, (r, _) in enumerate(PHASE_GEOMETRIES)])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("piece", ["row", "image"])
+def test_forward_by_phase_matches_reference(xp, rank, geometry, use_bias, piece):
+    """Forward by stride phase (one GEMM per phase into the output's view), in pieces of one
+    window row or the budget's (whole images here)."""
+    _check_forward_by_phase(xp, rank, geometry, use_bias, piece)
+
+
+@pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@pytest.mark.parametrize("rank, geometry", [PHASE_GEOMETRIES[i] for i in (1, 7)],
+                         ids=[f"rank{PHASE_GEOMETRIES[i][0]}-{i}" for i in (1, 7)])
+def test_functional_forward_by_phase_matches_reference(xp, rank, geometry):
+    """JAX sets the windows and each phase's products functionally (``.at[]``), in one piece: two
+    geometries with groups, dilation and output_padding (its eager ops are slow)."""
+    _check_forward_by_phase(xp, rank, geometry, True, "image")
+
+
+def _check_forward_by_phase(xp, rank, geometry, use_bias, piece):
+    size = {1: (7,), 2: (3, 4), 3: (3, 2, 3)}[rank]
+    g = dict(batch=2, size=size, in_channels=3, filters_per_group=2, groups=1,
+             dilation_rate=(1,) * rank, output_padding=None, data_format="channels_last",
+             use_bias=use_bias)
+    g.update(geometry)
+    g["filters_per_group"] = 2 if g["groups"] == 1 else 1
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *size, 3))
+    kernel = rng.standard_normal((*g["kernel_size"], g["filters_per_group"], 3))
+    filters = g["filters_per_group"] * g["groups"]
+    bias = rng.standard_normal(filters) if use_bias else None
+    fmt = g["data_format"]
+    x_layout = np.moveaxis(x, -1, 1) if fmt == "channels_first" else x
+    options = {k: g[k] for k in ("strides", "padding", "output_padding", "dilation_rate",
+                                 "groups", "data_format")}
+    spec = tconv.make_spec(x_layout.shape, kernel.shape, **options)
+    tuning = _cpu.Tuning(by_phase=True, piece_pixels=1 if piece == "row" else None)
+    y = _cpu.conv2d_transpose(xp.asarray(x_layout), xp.asarray(kernel),
+                              None if bias is None else xp.asarray(bias), spec, tuning=tuning)
+    expected = reference.forward(x, kernel, bias, strides=g["strides"], padding=g["padding"],
+                                 output_padding=g["output_padding"], dilation=g["dilation_rate"],
+                                 groups=g["groups"])
+    y = np.asarray(y)
+    assert y.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.moveaxis(y, 1, -1) if fmt == "channels_first" else y, expected,
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_long_rank1_inputs_go_by_phase():
+    """The measured rule: HiFi-GAN's long k4 s2 layers by phase, short inputs and 2-D by
+    placement (see ``_tuning.by_phase``)."""
+    from tconv._cpu import _tuning
+
+    def chosen(xp, shape, kernel_shape, **options):
+        return _tuning.by_phase(xp, tconv.make_spec(shape, kernel_shape, **options), _cpu.Tuning())
+
+    torch = pytest.importorskip("torch")
+    long_1d = ((16, 2048, 128), (4, 64, 128))
+    assert chosen(np, *long_1d, strides=2, padding="same")
+    assert chosen(torch, *long_1d, strides=2, padding="same")
+    assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
+    assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
+    assert not chosen(np, *long_1d, strides=2, padding="same", groups=2)

@@ -22,6 +22,11 @@ of one image) whose products fit in cache, so they are placed while still in cac
 output cell takes exactly one product (kernel == stride) and the input has few channels, NumPy
 multiplies straight into the output instead (``matmul(out=)``), with no products array at all.
 
+Long rank-1 inputs (HiFi-GAN's k4 s2 layers) go by stride phase instead (:mod:`._phases`, chosen
+by :func:`._tuning.by_phase`): per phase one GEMM of shared input windows by the phase's taps
+(a reduction over taps x ``Cin``), written straight into the phase's view of the output: no
+products array, no adds.
+
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece feeds the ``dx`` and
 ``dkernel`` GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
 and torch return.
@@ -40,8 +45,9 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
+from ._phases import forward_by_phase
 from ._placement import make_placement
-from ._tuning import Tuning, forward_budget, pieces
+from ._tuning import Tuning, by_phase, forward_budget, pieces
 
 __all__ = ["Tuning", "compute_dtype", "conv2d_transpose", "conv2d_transpose_backward"]
 
@@ -55,6 +61,8 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
+    if by_phase(xp, spec, tuning):
+        return forward_by_phase(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     for n0, n1, r0, r1 in pieces(spec, tuning, bytes_per_pixel, forward_budget(xp)):

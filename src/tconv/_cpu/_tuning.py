@@ -18,16 +18,46 @@ CACHE_BYTES = 8 * 2**20
 # JAX cannot add into a buffer in place (outside jit each piece would copy the whole output), so
 # it runs in one piece unless the products exceed this memory bound.
 WORKSPACE_BYTES = 256 * 2**20
+# Windows per piece of the forward by phase: each phase's GEMM reads them again, so they should
+# stay in cache, and each piece is one GEMM call per phase (each a 2-thread BLAS barrier, slow
+# on a loaded machine). HiFi-GAN's up3/up4 (1 thread, CPU time) took the same with 1, 2 and 4
+# MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB (wall, best of 10).
+PHASE_WINDOW_BYTES = 4 * 2**20
+# Rank-1 inputs at least this long go by phase (see by_phase).
+PHASE_MIN_ROWS = 1024
 
 
 @dataclass(frozen=True)
 class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
-    along the first spatial axis of one image); ``taps_outermost``: the forward's products
-    layout. ``None``: measured."""
+    along the first spatial axis of one image; by phase, windows instead of input pixels);
+    ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
+    (:mod:`._phases`) instead of multiply-then-place. ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
+    by_phase: bool | None = None
+
+
+def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the forward goes by stride phase (:mod:`._phases`).
+
+    Each phase's GEMM multiplies one image's windows at a time (``W`` rows along the last
+    axis), so it wins where those runs are long: HiFi-GAN's up3 and up4 (k4 s2, 2048 and 4096
+    samples; one thread, CPU time on the loaded 2-core VM, best of 5-8, five runs) took
+    0.62-0.82x of multiply-then-place's time on NumPy and 0.64-0.93x on torch; up2 (k16 s8, 256
+    samples) broke even (0.95-1.06x) and up1 (32 samples) took 1.4x, as did the 2-D and 3-D
+    layers (pix2pix_u6 1.1-1.25x, dcgan_g2's 7-wide images 1.5-3.6x, unet3d_k3 1.2-1.35x; fcn_x8
+    0.9x on NumPy, 1.4x on torch), where a phase's rows are one image row each. On 2 threads at
+    load 5-6 the wall times went the other way (up3 1.2-1.5x, up4 1.1-1.3x, best of 10): each
+    piece is one GEMM call per phase, a 2-thread barrier that a loaded machine stalls; not yet
+    timed idle. Unmeasured on JAX (whose placement runs in one piece) and for groups or
+    dilation, which take the placements."""
+    if tuning.by_phase is not None:
+        return tuning.by_phase
+    return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1
+            and spec.groups == 1 and spec.dilation_rate == (1,)
+            and spec.in_spatial[-1] >= PHASE_MIN_ROWS)
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -53,6 +83,10 @@ def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
     return is_numpy_namespace(xp) and spec.groups == 1 and spec.in_channels <= 64
 
 
+def phase_budget(xp) -> int:
+    return WORKSPACE_BYTES if is_jax_namespace(xp) else PHASE_WINDOW_BYTES
+
+
 def forward_budget(xp) -> int:
     return WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
 
@@ -75,15 +109,19 @@ def input_pieces(spec: ConvTransposeSpec, pixels: int):
     """``(n0, n1, r0, r1)`` pieces of the input of at most ``pixels`` pixels (at least one row:
     one index of the first spatial axis, with all of the others): runs of whole images when one
     fits, else bands of rows of one image."""
-    rows, row_pixels = spec.in_spatial[0], math.prod(spec.in_spatial[1:])
+    return grid_pieces(spec.batch, spec.in_spatial[0], math.prod(spec.in_spatial[1:]), pixels)
+
+
+def grid_pieces(batch: int, rows: int, row_pixels: int, pixels: int):
+    """``(n0, n1, r0, r1)`` pieces of ``batch`` images of ``rows`` rows of ``row_pixels`` pixels,
+    of at most ``pixels`` pixels (at least one row)."""
     pixels = max(1, pixels)
     if pixels >= rows * row_pixels:
         images = pixels // (rows * row_pixels)
-        return [(n0, min(spec.batch, n0 + images), 0, rows)
-                for n0 in range(0, spec.batch, images)]
+        return [(n0, min(batch, n0 + images), 0, rows) for n0 in range(0, batch, images)]
     band = max(1, pixels // row_pixels)
     return [(n, n + 1, r0, min(rows, r0 + band))
-            for n in range(spec.batch) for r0 in range(0, rows, band)]
+            for n in range(batch) for r0 in range(0, rows, band)]
 
 
 def pieces(spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):

@@ -53,6 +53,14 @@ def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
     return is_numpy_namespace(xp) and spec.groups == 1 and spec.in_channels <= 64
 
 
+def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:
+    """Whether a set-once forward (the other side of :func:`multiplies_into_output`) has torch
+    multiply each piece into one reused products buffer with the bias in the GEMM (``addmm(out=)``)
+    before setting them into the output; the array-API way makes a products array per piece and
+    adds the bias in a pass of its own. Groups take the array-API path."""
+    return is_torch_namespace(xp) and spec.groups == 1
+
+
 def forward_budget(xp) -> int:
     return WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
 

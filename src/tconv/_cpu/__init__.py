@@ -29,9 +29,9 @@ zero-padded slab of ``dy``, never a padded copy of all of it) feeds the ``dx`` a
 GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
 and torch return.
 
-Modules: ``_arrays`` (layouts, dtype rule, writes, the grouped GEMM), ``_tuning`` (pieces and the
-measured choices, as a :class:`Tuning` value tests set), ``_placement`` (the forward's modes),
-``_backward``.
+Modules: ``_arrays`` (layouts, dtype rule, buffers on huge pages, writes, the grouped GEMM),
+``_tuning`` (pieces and the measured choices, as a :class:`Tuning` value tests set),
+``_placement`` (the forward's modes), ``_backward``.
 """
 
 from __future__ import annotations

@@ -528,6 +528,15 @@ PHASE_GEOMETRIES = [
 ]
 
 
+# (size, kernel_size, strides, explicit crops (before, after) per axis): rows of the input whose
+# every landing is cropped off, or lands partly past either end of the output, so a piece's slab
+# of dy lies wholly or partly outside dy.
+SLAB_EDGES = [
+    ((4, 3), (3, 2), (1, 2), ((4, 0), (1, 2))),
+    ((3, 2, 3), (2, 3, 2), (2, 1, 2), ((3, 2), (1, 1), (0, 2))),
+]
+
+
 @in_place_namespaces
 @pytest.mark.parametrize("rank, geometry", PHASE_GEOMETRIES,
                          ids=[f"rank{r}-{i}" for i, (r, _) in enumerate(PHASE_GEOMETRIES)])
@@ -592,3 +601,21 @@ def test_long_rank1_inputs_go_by_phase():
     assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
     assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
     assert not chosen(np, *long_1d, strides=2, padding="same", groups=2)
+
+
+@in_place_namespaces
+@pytest.mark.parametrize("size, kernel_size, strides, crops", SLAB_EDGES,
+                         ids=[f"rank{len(e[0])}" for e in SLAB_EDGES])
+def test_backward_in_rows_pads_each_slab_of_dy(xp, size, kernel_size, strides, crops):
+    """The backward in pieces of one row gathers each row's windows from its own zero-padded
+    slab of dy, against the reference where crops reach past a row's every landing."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *size, 3))
+    kernel = rng.standard_normal((*kernel_size, 2, 3))
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=strides, padding=crops,
+                           data_format="channels_last")
+    dy = rng.standard_normal(spec.output_shape)
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(dy), xp.asarray(x), xp.asarray(kernel),
+                                           spec, tuning=_cpu.Tuning(piece_pixels=1))
+    for got, ref in zip(grads, reference.backward(dy, x, kernel, strides, crops)):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)

@@ -1,8 +1,9 @@
 """The vectorized CPU path, written once against the Python array API standard.
 
 It serves every namespace ``array_api_compat`` knows (NumPy, torch, array-api-strict, JAX, ...)
-with one code path; the only framework tests are measured choices (:mod:`._tuning`, and NumPy's
-``matmul(out=)`` where each output cell takes one product) and JAX's lack of in-place writes.
+with one code path; the only framework tests are measured choices (:mod:`._tuning`: NumPy's
+``matmul(out=)`` and torch's ``addmm(out=)`` where each output cell takes one product), JAX's lack
+of in-place writes, and huge pages for torch's large CPU buffers (:func:`._arrays.empty`).
 The only writes are into buffers made here: in place (adds into views of them, ``__setitem__``)
 where the namespace allows, functional ``.at[]`` on JAX, so ``jax.jit`` and ``jax.grad`` trace
 straight through and nothing the caller passed is written to.
@@ -20,20 +21,22 @@ zero never multiplies a kernel tap, so a non-finite tap reaches only what it rea
 pixel. The input goes through in pieces (runs of images, or bands along the first spatial axis
 of one image) whose products fit in cache, so they are placed while still in cache. Where every
 output cell takes exactly one product (kernel == stride) and the input has few channels, NumPy
-multiplies straight into the output instead (``matmul(out=)``), with no products array at all.
+multiplies straight into the output instead (``matmul(out=)``), with no products array at all;
+torch multiplies every piece into one reused products buffer, the bias added by the GEMM.
 
 Long rank-1 inputs (HiFi-GAN's k4 s2 layers) go by stride phase instead (:mod:`._phases`, chosen
 by :func:`._tuning.by_phase`): per phase one GEMM of shared input windows by the phase's taps
 (a reduction over taps x ``Cin``), written straight into the phase's view of the output: no
 products array, no adds.
 
-Backward (:mod:`._backward`): one gather of ``dy`` windows per piece feeds the ``dx`` and
-``dkernel`` GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
+Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (from that piece's
+zero-padded slab of ``dy``, never a padded copy of all of it) feeds the ``dx`` and ``dkernel``
+GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
 and torch return.
 
-Modules: ``_arrays`` (layouts, dtype rule, writes, the grouped GEMM), ``_tuning`` (pieces and the
-measured choices, as a :class:`Tuning` value tests set), ``_placement`` (the forward's modes),
-``_backward``.
+Modules: ``_arrays`` (layouts, dtype rule, buffers on huge pages, writes, the grouped GEMM),
+``_tuning`` (pieces and the measured choices, as a :class:`Tuning` value tests set),
+``_placement`` (the forward's modes), ``_phases`` (the forward by stride phase), ``_backward``.
 """
 
 from __future__ import annotations

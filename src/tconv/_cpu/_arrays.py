@@ -4,8 +4,13 @@ through."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import math
+import sys
+
 import array_api_extra as xpx
-from array_api_compat import device, is_jax_namespace
+from array_api_compat import device, is_jax_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
 
@@ -35,6 +40,38 @@ def itemsize(xp, dtype) -> int:
     return 8 if dtype == xp.float64 else 4
 
 
+# Linux's transparent huge pages: 2 MiB pages, advised per range (MADV_HUGEPAGE from <sys/mman.h>).
+_HUGE_PAGE = 2 * 2**20
+_MADV_HUGEPAGE = 14
+
+
+def empty(xp, shape, dtype, device_):
+    """``xp.empty`` for a buffer or result made here, on huge pages where the system gives them
+    when asked (Linux THP in ``madvise`` mode): each call's large buffers are fresh memory, and
+    4 KiB pages cost a page fault each on first write. NumPy advises its buffers of 4 MiB and
+    more itself; torch only under ``THP_MEM_ALLOC_ENABLE=1``, so its CPU tensors are advised
+    here (unet3d's 537 MB output: 131k faults, 357 ms of CPU, against 79 ms on huge pages)."""
+    out = xp.empty(shape, dtype=dtype, device=device_)
+    if is_torch_namespace(xp) and out.device.type == "cpu" and sys.platform == "linux":
+        start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+        end = (out.data_ptr() + math.prod(shape) * out.element_size()) // _HUGE_PAGE * _HUGE_PAGE
+        if end > start:         # advice only: a kernel that refuses it changes nothing
+            _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
+    return out
+
+
+def zeros(xp, shape, dtype, device_):
+    """``xp.zeros`` as :func:`empty` makes it (torch fills on the CPU anyway)."""
+    if is_torch_namespace(xp):
+        return empty(xp, shape, dtype, device_).zero_()
+    return xp.zeros(shape, dtype=dtype, device=device_)
+
+
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None)
+
+
 def add_into(xp, buffer, index, values):
     """``buffer[index] += values`` for a buffer made here: into a view of it where the namespace
     writes in place (``array_api_extra.at`` would also write the view back onto itself), else
@@ -58,7 +95,7 @@ def in_caller_layout(xp, a_channels_last, spec: ConvTransposeSpec, dtype):
     """A new C-contiguous ``dtype`` array holding the channels-last view ``a_channels_last`` in
     the caller's layout, as TensorFlow and torch return theirs."""
     a = from_channels_last(xp, a_channels_last, spec)
-    out = xp.empty(a.shape, dtype=dtype, device=device(a))
+    out = empty(xp, a.shape, dtype, device(a))
     return set_into(xp, out, ..., xp.astype(a, dtype, copy=False))
 
 

@@ -1,7 +1,7 @@
 """The CPU backward, for 1, 2 or 3 spatial axes alike: ``dx`` is the strided correlation of
 ``dy`` with the kernel and ``dkernel`` the GEMM of the same ``dy`` windows with ``x`` over batch x
-space; each piece of the input gathers its windows once, for its rows of ``dx`` and its share of
-``dkernel``, while they are in cache."""
+space; each piece of the input gathers its windows once (from its own zero-padded slab of ``dy``),
+for its rows of ``dx`` and its share of ``dkernel``, while they are in cache."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import array_api_extra as xpx
 from array_api_compat import array_namespace, device
 
 from .._spec import ConvTransposeSpec
-from ._arrays import (by_group, compute_dtype, from_channels_last, grouped_matmul, itemsize,
-                      kernel_by_group, pixels_by_group, set_into, to_channels_last)
+from ._arrays import (by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
+                      itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last)
 from ._tuning import Tuning, backward_budget, pieces
 
 
@@ -22,15 +22,14 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     xp = array_namespace(x)
     out_dtype = x.dtype
     work = compute_dtype(xp, out_dtype)
-    dy = _padded_to_every_landing(xp, xp.astype(to_channels_last(xp, dy, spec), work, copy=False),
-                                  spec)
+    dy = xp.astype(to_channels_last(xp, dy, spec), work, copy=False)
     x = xp.astype(to_channels_last(xp, x, spec), work, copy=False)
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     chosen = pieces(spec, tuning, bytes_per_pixel,
                     backward_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
     whole = len(chosen) == 1 and spec.data_format == "channels_last"
-    dx = None if whole else xp.empty(spec.input_shape, dtype=out_dtype, device=device(x))
+    dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
     dkernel = None                            # (G, taps*Fg, Cg), summed over the pieces
     for n0, n1, r0, r1 in chosen:
         windows = _windows(xp, dy, spec, n0, n1, r0, r1)                  # (G, pixels, taps*Fg)
@@ -55,28 +54,32 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
 
 
-def _padded_to_every_landing(xp, dy, spec: ConvTransposeSpec):
-    """``dy`` (channels-last) zero-padded so that every index an input pixel meets exists: along
-    each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d -
-    pad_before`` of ``dy``."""
-    widths = [(0, 0)]
-    for length, k, s, d, pad, out in zip(spec.in_spatial, spec.kernel_size, spec.strides,
-                                         spec.dilation_rate, spec.pad_before, spec.out_spatial):
-        reach = (length - 1) * s + (k - 1) * d - pad
-        widths.append((pad, max(0, reach - (out - 1))))
-    widths.append((0, 0))
-    if not any(before or after for before, after in widths):   # 'valid', k <= s: no copy
-        return dy
-    return xpx.pad(dy, widths, xp=xp)
+def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
+    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg).
 
-
-def _windows(xp, dy_padded, spec: ConvTransposeSpec, n0, n1, r0, r1):
-    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg)."""
+    Along each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d
+    - pad_before`` of ``dy``: the piece's slab of ``dy`` (the indices its pixels meet) is
+    zero-padded where those fall outside ``dy``, the slab alone, so the copy is a piece's worth
+    (a padded copy of the whole ``dy`` doubled a 3-D layer's memory); with nothing outside, the
+    slab is a view."""
     starts, lengths = (r0,) + (0,) * (spec.rank - 1), (r1 - r0, *spec.in_spatial[1:])
-    windows = [dy_padded[(slice(n0, n1), *(
-        slice(t * d + start * s, t * d + (start + length - 1) * s + 1, s)
-        for t, d, s, start, length in zip(taps, spec.dilation_rate, spec.strides, starts,
-                                          lengths)), slice(None))]
+    index, widths = [slice(n0, n1)], [(0, 0)]
+    for start, length, k, s, d, pad, out in zip(starts, lengths, spec.kernel_size, spec.strides,
+                                                spec.dilation_rate, spec.pad_before,
+                                                spec.out_spatial):
+        first, stop = start * s - pad, (start + length - 1) * s + (k - 1) * d - pad + 1
+        lo = min(max(first, 0), out)
+        hi = min(max(stop, lo), out)
+        before = min(max(lo - first, 0), stop - first)
+        index.append(slice(lo, hi))
+        widths.append((before, stop - first - before - (hi - lo)))
+    slab = dy[(*index, slice(None))]
+    if any(before or after for before, after in widths):
+        slab = xpx.pad(slab, widths + [(0, 0)], xp=xp)
+    windows = [slab[(slice(None), *(
+        slice(t * d, t * d + (length - 1) * s + 1, s)
+        for t, d, s, length in zip(taps, spec.dilation_rate, spec.strides, lengths)),
+        slice(None))]
                for taps in itertools.product(*(range(k) for k in spec.kernel_size))]
     pixels = (n1 - n0) * math.prod(lengths)
     stacked = xp.reshape(xp.stack(windows, axis=spec.rank + 1), (pixels, len(windows), -1))

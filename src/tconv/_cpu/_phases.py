@@ -30,7 +30,7 @@ import math
 from array_api_compat import is_numpy_namespace
 
 from .._spec import ConvTransposeSpec
-from ._arrays import in_caller_layout, itemsize, set_into
+from ._arrays import empty, in_caller_layout, itemsize, set_into
 from ._tuning import Tuning, grid_pieces, phase_budget
 
 
@@ -68,7 +68,7 @@ def forward_by_phase(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
     caller's layout and ``out_dtype``."""
     axes = [_Axis(*geometry) for geometry in zip(
         spec.kernel_size, spec.strides, spec.dilation_rate, spec.pad_before, spec.out_spatial)]
-    out = xp.empty((spec.batch, *spec.out_spatial, spec.filters), dtype=x.dtype, device=device_)
+    out = empty(xp, (spec.batch, *spec.out_spatial, spec.filters), x.dtype, device_)
     out = _set_bare_outputs(xp, out, axes, bias, spec)
     columns = math.prod(axis.span for axis in axes) * spec.in_channels + (bias is not None)
     phases = [(combo, _phase_kernel(xp, kernel, bias, combo, spec, device_))

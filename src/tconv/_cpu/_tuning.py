@@ -21,7 +21,8 @@ WORKSPACE_BYTES = 256 * 2**20
 # Windows per piece of the forward by phase: each phase's GEMM reads them again, so they should
 # stay in cache, and each piece is one GEMM call per phase (each a 2-thread BLAS barrier, slow
 # on a loaded machine). HiFi-GAN's up3/up4 (1 thread, CPU time) took the same with 1, 2 and 4
-# MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB (wall, best of 10).
+# MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB
+# (wall, best of 10).
 PHASE_WINDOW_BYTES = 4 * 2**20
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
@@ -85,6 +86,14 @@ def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
 
 def phase_budget(xp) -> int:
     return WORKSPACE_BYTES if is_jax_namespace(xp) else PHASE_WINDOW_BYTES
+
+
+def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:
+    """Whether a set-once forward (the other side of :func:`multiplies_into_output`) has torch
+    multiply each piece into one reused products buffer with the bias in the GEMM (``addmm(out=)``)
+    before setting them into the output; the array-API way makes a products array per piece and
+    adds the bias in a pass of its own. Groups take the array-API path."""
+    return is_torch_namespace(xp) and spec.groups == 1
 
 
 def forward_budget(xp) -> int:

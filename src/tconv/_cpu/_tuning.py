@@ -51,8 +51,10 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     layers (pix2pix_u6 1.1-1.25x, dcgan_g2's 7-wide images 1.5-3.6x, unet3d_k3 1.2-1.35x; fcn_x8
     0.9x on NumPy, 1.4x on torch), where a phase's rows are one image row each. On 2 threads at
     load 5-6 the wall times went the other way (up3 1.2-1.5x, up4 1.1-1.3x, best of 10): each
-    piece is one GEMM call per phase, a 2-thread barrier that a loaded machine stalls; not yet
-    timed idle. Unmeasured on JAX (whose placement runs in one piece) and for groups or
+    piece is one GEMM call per phase, a 2-thread barrier that a loaded machine stalls. On the idle
+    VM (2 threads, wall, best of 8, interleaved) the phases won: up3 41.5 -> 22.1 ms on NumPy,
+    40.6 -> 30.5 on torch; up4 23.9 -> 21.4 and 24.9 -> 20.3; up2 forced by phase 48.6 -> 44.3
+    on NumPy but 48.7 -> 50.3 on torch, so it stays below the length threshold. Unmeasured on JAX (whose placement runs in one piece) and for groups or
     dilation, which take the placements."""
     if tuning.by_phase is not None:
         return tuning.by_phase

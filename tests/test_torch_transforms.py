@@ -172,20 +172,37 @@ def test_compile_fullgraph_warns_no_more_than_torch_conv_transpose2d():
 # ------------------------------------------------------------------------------- memory format
 
 
-def test_channels_last_in_channels_last_out_forward_and_gradients():
-    layer = _layer(dtype=torch.float64)
-    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
-    x_last = x.to(memory_format=torch.channels_last).requires_grad_()
-    y = layer(x_last)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, layer(x), rtol=1e-12, atol=1e-12)
-    dy = torch.randn_like(y)
-    dx, dkernel = torch.autograd.grad(y, (x_last, layer.kernel), dy)
-    assert dx.is_contiguous(memory_format=torch.channels_last)
-    x_plain = x.clone().requires_grad_()
-    expected = torch.autograd.grad(layer(x_plain), (x_plain, layer.kernel), dy.contiguous())
-    torch.testing.assert_close(dx, expected[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(dkernel, expected[1], rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("rank", [2, 3])
+def test_channels_last_in_channels_last_out_forward_and_gradients(rank):
+    """Eager, compiled (inductor, fullgraph) and exported calls on a channels_last input give
+    torch's conv_transpose values (float64) and its layouts: the output's and dx's strides of its
+    float32 call (its float64 3-D call falls back to a kernel that returns contiguous results)."""
+    memory_format = {2: torch.channels_last, 3: torch.channels_last_3d}[rank]
+    torch.manual_seed(0)
+    layer = getattr(tconv_torch, f"Conv{rank}DTranspose")(4, 6, 3, strides=2,
+                                                          dtype=torch.float64)
+    convolution = getattr(F, f"conv_transpose{rank}d")
+    x = torch.randn(2, 4, *(3, 5, 4)[-rank:], dtype=torch.float64).to(memory_format=memory_format)
+
+    def forward_and_gradients(call, x, weight, bias):
+        x = x.clone(memory_format=torch.preserve_format).requires_grad_()
+        y = call(x, weight, bias)
+        dy = torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape).sin()
+        return (y, *torch.autograd.grad(y, (x, weight), dy))
+
+    torch_weight = layer.kernel.detach().movedim((-1, -2), (0, 1)).requires_grad_()
+    expected = forward_and_gradients(lambda x, w, b: convolution(x, w, b, stride=2), x,
+                                     torch_weight, layer.bias.detach())
+    layouts = [t.stride() for t in forward_and_gradients(
+        lambda x, w, b: convolution(x, w, b, stride=2), x.float(), torch_weight.float(),
+        layer.bias.detach().float())[:2]]
+    torch._dynamo.reset()
+    exported = torch.export.export(layer, (x,)).module()
+    for call in (layer, torch.compile(layer, fullgraph=True), exported):
+        y, dx, dkernel = forward_and_gradients(lambda x, w, b: call(x), x, layer.kernel, None)
+        assert [y.stride(), dx.stride()] == layouts
+        for got, want in zip((y, dx, dkernel.movedim((-1, -2), (0, 1))), expected):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_compile_fullgraph_of_an_inference_call_with_keras_configured_data_format(

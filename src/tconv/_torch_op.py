@@ -16,7 +16,7 @@ own gradient is the double backward (gradient penalties, gradgradcheck).
 Custom ops take simple arguments only, so the spec travels as its options and is rebuilt inside.
 The backward selects its backend from the same ``backend`` option and the same device as the
 forward did, hence it runs where the forward ran. Results keep the memory format of ``x``
-(``channels_last`` in, ``channels_last`` out) as torch's convolutions do.
+(``channels_last`` or ``channels_last_3d`` in, the same out) as torch's convolutions do.
 
 Under ``torch.onnx.export`` the forward is emitted as one standard ONNX ``ConvTranspose`` node
 (Keras' asymmetric crop as its ``pads``), not as an opaque custom op that no runtime knows.
@@ -68,10 +68,13 @@ def _rebuild_spec(x, kernel, strides, padding, output_padding, data_format, dila
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """torch's choice for a convolution's output: ``channels_last`` when ``x`` is laid out so
-    (and not also plainly contiguous, as a one-pixel or one-channel image can be)."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
+    """torch's choice for a convolution's output: ``channels_last`` (``channels_last_3d`` for a
+    volume) when ``x`` is laid out so (and not also plainly contiguous, as a one-pixel or
+    one-channel image can be)."""
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if channels_last is not None and not x.is_contiguous() and x.is_contiguous(
+            memory_format=channels_last):
+        return channels_last
     return torch.contiguous_format
 
 
@@ -82,7 +85,12 @@ def _empty(shape, like: torch.Tensor, memory_format=torch.contiguous_format) -> 
 # --------------------------------------------------------------------------------- the ops
 
 
-@torch.library.custom_op("tconv::conv2d_transpose", mutates_args=())
+# The results' layouts follow x's strides, so inductor must hand the ops the strides their fakes
+# saw: its default for custom ops, made explicit whatever a caller configures.
+_EXACT_STRIDES = (torch.Tag.needs_exact_strides,)
+
+
+@torch.library.custom_op("tconv::conv2d_transpose", mutates_args=(), tags=_EXACT_STRIDES)
 def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[torch.Tensor],
                         strides: list[int], padding: str, output_padding: Optional[list[int]],
                         data_format: str, dilation_rate: list[int], groups: int,
@@ -100,7 +108,8 @@ def _(x, kernel, bias, *options):
     return _empty(_rebuild_spec(x, kernel, *options).output_shape, x, _memory_format(x))
 
 
-@torch.library.custom_op("tconv::conv2d_transpose_backward", mutates_args=())
+@torch.library.custom_op("tconv::conv2d_transpose_backward", mutates_args=(),
+                         tags=_EXACT_STRIDES)
 def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
                                  strides: list[int], padding: str,
                                  output_padding: Optional[list[int]], data_format: str,

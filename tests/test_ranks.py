@@ -213,6 +213,29 @@ def test_torch_autograd_double_backward_and_compile(torch, case, data_format):
     np.testing.assert_allclose(inputs[1].grad.numpy(), ref_dkernel, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("case", TINY_CASES.values(), ids=TINY_CASES.keys())
+def test_torch_vmap_per_example_kernels_and_gradients(torch, case, data_format):
+    """torch.func.vmap over per-example kernels (the examples folded into channel groups) and
+    per-example kernel gradients, against the reference example by example."""
+    examples = [_arrays(case, seed) for seed in range(3)]
+    xs, kernels, biases = (torch.tensor(np.stack(a)) for a in zip(*examples))
+    xs = xs.movedim(-1, 2) if data_format == "channels_first" else xs
+    options = _reference_options(case[-1], case[0])
+
+    def forward(x, kernel, bias):
+        return tconv.conv_transpose(x, kernel, bias, data_format=data_format, **case[-1])
+
+    ys = torch.func.vmap(forward)(xs, kernels, biases)
+    dkernels = torch.func.vmap(torch.func.grad(lambda x, kernel: forward(x, kernel, None).sum(),
+                                               argnums=1))(xs, kernels)
+    for (x, kernel, bias), y, dkernel in zip(examples, ys, dkernels):
+        expected = reference.forward(x, kernel, bias, **options)
+        np.testing.assert_allclose(_from_format(y, data_format), expected, atol=1e-12)
+        _, expected_dkernel, _ = reference.backward(np.ones(expected.shape), x, kernel, **options)
+        np.testing.assert_allclose(dkernel.numpy(), expected_dkernel, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", [CASES["1d-d2-same-op0"], CASES["3d-s3-same-op-crop-depth"]],
                          ids=["rank1", "rank3"])
 def test_jax_jit_and_grad(case):

@@ -223,8 +223,10 @@ def _unfold_from_channels(tensor, batch_size, channel_axis):
     return tensor.unflatten(channel_axis, (batch_size, -1)).movedim(channel_axis, 0)
 
 
-def _channel_axis(data_format: str) -> int:
-    return 3 if data_format == "channels_last" else 1
+def _channel_axes(data_format: str, rank: int) -> tuple[int, int]:
+    """The channel axes of one example's ``x`` (``y``, ``dy``) and of a kernel ``(*taps, Fg,
+    Cin)``, with ``rank`` spatial axes."""
+    return (rank + 1 if data_format == "channels_last" else 1), rank + 1
 
 
 def _forward_vmap(info, in_dims, x, kernel, bias, strides, padding, output_padding, data_format,
@@ -240,12 +242,12 @@ def _forward_vmap(info, in_dims, x, kernel, bias, strides, padding, output_paddi
         return y.unflatten(0, (size, -1)), 0
     # Per-example parameters: example b is channel group b of one grouped convolution (its
     # channels, kernel and bias side by side), so one call still does all the examples.
-    axis = _channel_axis(data_format)
+    axis, kernel_axis = _channel_axes(data_format, len(strides))
     if bias is not None:
         bias = _fold_into_channels(bias, bias_dim, size, 0)
     y = conv2d_transpose_op(_fold_into_channels(x, x_dim, size, axis),
-                            _fold_into_channels(kernel, kernel_dim, size, 3), bias, *options,
-                            groups * size, *tail)
+                            _fold_into_channels(kernel, kernel_dim, size, kernel_axis), bias,
+                            *options, groups * size, *tail)
     return _unfold_from_channels(y, size, axis), 0
 
 
@@ -255,12 +257,13 @@ def _backward_vmap(info, in_dims, dy, x, kernel, strides, padding, output_paddin
     options = (strides, padding, output_padding, data_format, dilation_rate)
     tail = (backend, output_shape, crops)
     size = info.batch_size
-    axis = _channel_axis(data_format)
+    axis, kernel_axis = _channel_axes(data_format, len(strides))
     dy_dim, x_dim, kernel_dim = in_dims[:3]
     dx, dkernel, dbias = conv2d_transpose_backward_op(
         _fold_into_channels(dy, dy_dim, size, axis), _fold_into_channels(x, x_dim, size, axis),
-        _fold_into_channels(kernel, kernel_dim, size, 3), *options, groups * size, *tail)
-    return ((_unfold_from_channels(dx, size, axis), _unfold_from_channels(dkernel, size, 3),
+        _fold_into_channels(kernel, kernel_dim, size, kernel_axis), *options, groups * size, *tail)
+    return ((_unfold_from_channels(dx, size, axis),
+             _unfold_from_channels(dkernel, size, kernel_axis),
              _unfold_from_channels(dbias, size, 0)), (0, 0, 0))
 
 

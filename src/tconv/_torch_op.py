@@ -41,11 +41,15 @@ _OPTION_NAMES = ("strides", "padding", "output_padding", "data_format", "dilatio
                  "backend", "output_shape", "crops")
 
 
-@torch.compiler.assume_constant_result
 def configured_data_format() -> str:
     """Keras' configured ``image_data_format``. It is read from a file, which Dynamo cannot trace
     (``open`` breaks the graph): torch.compile calls this eagerly and keeps the result."""
     return keras_image_data_format()
+
+
+# What torch.compiler.assume_constant_result(configured_data_format) does, without the import of
+# Dynamo it begins with: eager callers would pay 150 MB of RSS and 2 s on their first call.
+configured_data_format._dynamo_marked_constant = True
 
 
 def _op_options(spec: ConvTransposeSpec) -> list:
@@ -90,7 +94,22 @@ def _empty(shape, like: torch.Tensor, memory_format=torch.contiguous_format) -> 
 _EXACT_STRIDES = (torch.Tag.needs_exact_strides,)
 
 
-@torch.library.custom_op("tconv::conv2d_transpose", mutates_args=(), tags=_EXACT_STRIDES)
+def _custom_op(name: str):
+    """What ``torch.library.custom_op(f"tconv::{name}", mutates_args=())`` makes of the function
+    it decorates (the schema from its annotations), as an ``OpOverload``. Through
+    ``torch.library.define`` and ``impl``: ``custom_op`` wraps its kernels in
+    ``torch._disable_dynamo``, whose first call imports Dynamo (with sympy: 150 MB of RSS and 2 s
+    in an eager caller's process); compiled graphs already run with Dynamo disabled."""
+    def define(kernel):
+        qualname = f"tconv::{name}"
+        torch.library.define(qualname, torch.library.infer_schema(kernel, mutates_args=()),
+                             tags=_EXACT_STRIDES)
+        torch.library.impl(qualname, "default", kernel)
+        return getattr(torch.ops.tconv, name).default
+    return define
+
+
+@_custom_op("conv2d_transpose")
 def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[torch.Tensor],
                         strides: list[int], padding: str, output_padding: Optional[list[int]],
                         data_format: str, dilation_rate: list[int], groups: int,
@@ -103,13 +122,12 @@ def conv2d_transpose_op(x: torch.Tensor, kernel: torch.Tensor, bias: Optional[to
     return y.contiguous(memory_format=_memory_format(x))
 
 
-@conv2d_transpose_op.register_fake
+@torch.library.register_fake(conv2d_transpose_op)
 def _(x, kernel, bias, *options):
     return _empty(_rebuild_spec(x, kernel, *options).output_shape, x, _memory_format(x))
 
 
-@torch.library.custom_op("tconv::conv2d_transpose_backward", mutates_args=(),
-                         tags=_EXACT_STRIDES)
+@_custom_op("conv2d_transpose_backward")
 def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
                                  strides: list[int], padding: str,
                                  output_padding: Optional[list[int]], data_format: str,
@@ -122,7 +140,7 @@ def conv2d_transpose_backward_op(dy: torch.Tensor, x: torch.Tensor, kernel: torc
     return dx.contiguous(memory_format=_memory_format(x)), dkernel.contiguous(), dbias.contiguous()
 
 
-@conv2d_transpose_backward_op.register_fake
+@torch.library.register_fake(conv2d_transpose_backward_op)
 def _(dy, x, kernel, *options):
     spec = _rebuild_spec(x, kernel, *options)
     return (_empty(x.shape, x, _memory_format(x)), _empty(kernel.shape, kernel),
@@ -200,9 +218,9 @@ class _ConvTransposeBackward(torch.autograd.Function):
                                             output_shape, crops)
 
 
-conv2d_transpose_op.register_autograd(_backward, setup_context=_setup_context)
-conv2d_transpose_backward_op.register_autograd(_backward_of_backward,
-                                               setup_context=_setup_backward_context)
+torch.library.register_autograd(conv2d_transpose_op, _backward, setup_context=_setup_context)
+torch.library.register_autograd(conv2d_transpose_backward_op, _backward_of_backward,
+                                setup_context=_setup_backward_context)
 
 
 # ------------------------------------------------------------------------------------ vmap

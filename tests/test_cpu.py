@@ -326,15 +326,25 @@ class _torch_threads:
 
 
 @pytest.mark.parametrize("xp", ["numpy", "torch"], indirect=True)
-def test_results_are_bitwise_identical_whatever_the_thread_count(xp):
+@pytest.mark.parametrize("forward", ["measured", "cells"])
+def test_results_are_bitwise_identical_whatever_the_thread_count(xp, forward):
+    """The measured paths, and the forward by cells forced on the same layer."""
     namespace = "torch" if "torch" in xp.__name__ else "numpy"
     case = _thread_case()
+    run = _run if forward == "measured" else _run_by_cells
     with _limited(namespace, 1):
-        one = _run(xp, *case)
+        one = run(xp, *case)
     with _limited(namespace, 2):
-        two = _run(xp, *case)
+        two = run(xp, *case)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+def _run_by_cells(xp, x, kernel, bias, dy, options):
+    spec = tconv.make_spec(x.shape, kernel.shape, **options)
+    y = _cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,
+                              tuning=_cpu.Tuning(by_cells=True))
+    return [np.asarray(y)]
 
 
 def _cpu_ticks_by_thread() -> dict:
@@ -537,27 +547,35 @@ SLAB_EDGES = [
 ]
 
 
+# The forwards that read input windows: by stride phase (one GEMM per phase into the output's
+# view) and by cells (one GEMM for every residue, interleaved into the output with the crop).
+by_windows = pytest.mark.parametrize("mode", ["phase", "cells"])
+
+
 @in_place_namespaces
+@by_windows
 @pytest.mark.parametrize("rank, geometry", PHASE_GEOMETRIES,
                          ids=[f"rank{r}-{i}" for i, (r, _) in enumerate(PHASE_GEOMETRIES)])
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("piece", ["row", "image"])
-def test_forward_by_phase_matches_reference(xp, rank, geometry, use_bias, piece):
-    """Forward by stride phase (one GEMM per phase into the output's view), in pieces of one
-    window row or the budget's (whole images here)."""
-    _check_forward_by_phase(xp, rank, geometry, use_bias, piece)
+def test_forward_by_windows_matches_reference(xp, mode, rank, geometry, use_bias, piece):
+    """Forward by stride phase or by cells, in pieces of one window row or the budget's (whole
+    images here)."""
+    _check_forward_by_windows(xp, mode, rank, geometry, use_bias, piece)
 
 
 @pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@by_windows
 @pytest.mark.parametrize("rank, geometry", [PHASE_GEOMETRIES[i] for i in (1, 7)],
                          ids=[f"rank{PHASE_GEOMETRIES[i][0]}-{i}" for i in (1, 7)])
-def test_functional_forward_by_phase_matches_reference(xp, rank, geometry):
-    """JAX sets the windows and each phase's products functionally (``.at[]``), in one piece: two
-    geometries with groups, dilation and output_padding (its eager ops are slow)."""
-    _check_forward_by_phase(xp, rank, geometry, True, "image")
+def test_functional_forward_by_windows_matches_reference(xp, mode, rank, geometry):
+    """JAX sets the windows and the products functionally (``.at[]``), in one piece, under
+    ``jax.jit``: two geometries with groups, dilation and output_padding (its eager ops are
+    slow)."""
+    _check_forward_by_windows(xp, mode, rank, geometry, True, "image", jit=True)
 
 
-def _check_forward_by_phase(xp, rank, geometry, use_bias, piece):
+def _check_forward_by_windows(xp, mode, rank, geometry, use_bias, piece, jit=False):
     size = {1: (7,), 2: (3, 4), 3: (3, 2, 3)}[rank]
     g = dict(batch=2, size=size, in_channels=3, filters_per_group=2, groups=1,
              dilation_rate=(1,) * rank, output_padding=None, data_format="channels_last",
@@ -574,9 +592,17 @@ def _check_forward_by_phase(xp, rank, geometry, use_bias, piece):
     options = {k: g[k] for k in ("strides", "padding", "output_padding", "dilation_rate",
                                  "groups", "data_format")}
     spec = tconv.make_spec(x_layout.shape, kernel.shape, **options)
-    tuning = _cpu.Tuning(by_phase=True, piece_pixels=1 if piece == "row" else None)
-    y = _cpu.conv2d_transpose(xp.asarray(x_layout), xp.asarray(kernel),
-                              None if bias is None else xp.asarray(bias), spec, tuning=tuning)
+    tuning = _cpu.Tuning(by_phase=mode == "phase", by_cells=mode == "cells",
+                         piece_pixels=1 if piece == "row" else None)
+
+    def forward(x, kernel, bias):
+        return _cpu.conv2d_transpose(x, kernel, bias, spec, tuning=tuning)
+
+    if jit:
+        import jax
+
+        forward = jax.jit(forward)
+    y = forward(xp.asarray(x_layout), xp.asarray(kernel), None if bias is None else xp.asarray(bias))
     expected = reference.forward(x, kernel, bias, strides=g["strides"], padding=g["padding"],
                                  output_padding=g["output_padding"], dilation=g["dilation_rate"],
                                  groups=g["groups"])

@@ -48,9 +48,10 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
+from ._cells import forward_by_cells
 from ._phases import forward_by_phase
 from ._placement import make_placement
-from ._tuning import Tuning, by_phase, forward_budget, pieces
+from ._tuning import Tuning, by_cells, by_phase, forward_budget, pieces
 
 __all__ = ["Tuning", "compute_dtype", "conv2d_transpose", "conv2d_transpose_backward"]
 
@@ -64,6 +65,8 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
+    if by_cells(xp, spec, tuning):
+        return forward_by_cells(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
     if by_phase(xp, spec, tuning):
         return forward_by_phase(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))

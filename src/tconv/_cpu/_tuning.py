@@ -33,11 +33,13 @@ class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
     along the first spatial axis of one image; by phase, windows instead of input pixels);
     ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
-    (:mod:`._phases`) instead of multiply-then-place. ``None``: measured."""
+    (:mod:`._phases`) instead of multiply-then-place; ``by_cells``: the forward by cells
+    (:mod:`._cells`; by cells, ``piece_pixels`` counts cells). ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
     by_phase: bool | None = None
+    by_cells: bool | None = None
 
 
 def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -62,6 +64,13 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1
             and spec.groups == 1 and spec.dilation_rate == (1,)
             and spec.in_spatial[-1] >= PHASE_MIN_ROWS)
+
+
+def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the forward goes by cells (:mod:`._cells`)."""
+    if tuning.by_cells is not None:
+        return tuning.by_cells
+    return False
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -89,6 +98,11 @@ def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
 
 def phase_budget(xp) -> int:
     return WORKSPACE_BYTES if is_jax_namespace(xp) else PHASE_WINDOW_BYTES
+
+
+def cells_budget(xp) -> int:
+    """Windows and products per piece of the forward by cells."""
+    return WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
 
 
 def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:

@@ -251,6 +251,30 @@ def test_empty_batch_returns_empty_output(xp):
     np.testing.assert_array_equal(np.asarray(dbias), np.zeros(5))
 
 
+@pytest.mark.parametrize("x_shape, kernel_shape, strides, rule", [
+    ((2, 4, 6, 3), (2, 3, 4, 3), (2, 1), "by_cells"),
+    ((1, 1024, 2), (4, 3, 2), (2,), "by_phase"),
+])
+def test_a_non_finite_tap_takes_the_placements(x_shape, kernel_shape, strides, rule):
+    """The forwards by cells and by phase multiply taps by their windows' zeros (outside the
+    input); on shapes the rules send there, a kernel with NaN and Inf goes to the placements and
+    reaches exactly the outputs the definition says."""
+    from tconv._cpu import _tuning
+
+    rng = np.random.default_rng(4)
+    x, kernel = rng.standard_normal(x_shape), rng.standard_normal(kernel_shape)
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=strides, padding="same")
+    assert getattr(_tuning, rule)(np, spec, _cpu.Tuning())
+    kernel[(0,) * len(kernel_shape)] = np.nan
+    kernel[(-1,) * len(kernel_shape)] = np.inf
+    y = tconv.conv_transpose(x, kernel, strides=strides, padding="same")
+    expected = reference.forward(x, kernel, None, strides=strides, padding="same")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
 def test_views_read_only_and_non_finite_inputs_are_not_mutated():
     """NaN/Inf propagate exactly as the definition says: a non-finite kernel tap reaches only the
     outputs that tap reaches from a real input pixel (TF and torch scatter; zero padding must never
@@ -627,6 +651,31 @@ def test_long_rank1_inputs_go_by_phase():
     assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
     assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
     assert not chosen(np, *long_1d, strides=2, padding="same", groups=2)
+
+
+def test_the_forward_goes_by_cells_where_it_moves_less_than_the_adds():
+    """The measured rule (see ``_tuning.by_cells``): fcn_x8 and HiFi-GAN's up2 by cells; not
+    up1 (its large kernel gathered for few cells), pix2pix_u6, up3 (by phase), a kernel off the
+    stride grid, groups, dilation, JAX."""
+    from tconv._cpu import _tuning
+
+    def chosen(xp, shape, kernel_shape, **options):
+        return _tuning.by_cells(xp, tconv.make_spec(shape, kernel_shape, **options), _cpu.Tuning())
+
+    torch = pytest.importorskip("torch")
+    fcn_x8 = ((1, 32, 32, 32), (16, 16, 21, 32))
+    hifigan_up2 = ((16, 256, 256), (16, 128, 256))
+    for xp in (np, torch):
+        assert chosen(xp, *fcn_x8, strides=8, padding="same")
+        assert chosen(xp, *hifigan_up2, strides=8, padding="same")
+    assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
+    assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
+    assert not chosen(np, (16, 2048, 128), (4, 64, 128), strides=2, padding="same")
+    assert not chosen(np, (1, 32, 32, 32), (12, 12, 21, 32), strides=8, padding="same")
+    assert not chosen(np, *hifigan_up2, strides=8, padding="same", groups=2)
+    assert not chosen(np, *hifigan_up2, strides=8, padding="same", dilation_rate=2)
+    jnp = pytest.importorskip("jax.numpy")
+    assert not chosen(jnp, *fcn_x8, strides=8, padding="same")
 
 
 # (size, kernel == stride, output_padding, data_format): the backward reorders each piece's cells

@@ -67,10 +67,38 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
 
 
 def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
-    """Whether the forward goes by cells (:mod:`._cells`)."""
+    """Whether the forward goes by cells (:mod:`._cells`): where the values it moves besides its
+    GEMM are fewer than the placements' adds move.
+
+    For a kernel a whole number of strides long, undilated (no zero rows in the cells' kernel,
+    so the same FLOPs as multiply-then-place), per cell (about one input pixel) the placements add
+    ``prod(k) * F = span^rank * s^rank * F`` products into the output, while the cells copy a
+    window of ``span^rank * Cin`` values, the products' ``s^rank * F`` into the output and their
+    share of the gathered kernel (``prod(k) * F * Cin`` over every cell). On one thread (CPU time,
+    best of 4 interleaved rounds of 3, the VM at load 5; main's path / cells) that picks fcn_x8
+    (16.1 / 9.4 ms on NumPy, 23.6 / 11.1 torch; 1630 values moved against 5376) and HiFi-GAN's
+    up2 (70.6 / 61.9, 79.2 / 65.2; 1664 against 2048), and leaves up1 (31.9 / 35.5, 40.0 / 41.3:
+    its 8 MB kernel is gathered for 528 cells, 7044 against 4096), pix2pix_u6 (35.6 / 46.8, 49.1
+    / 50.7; 1342 against 1024) and up3, up4 to the phases (37.2 / 43.3, 45.8 / 47.1; 23.9 /
+    30.1, 29.5 / 33.2). Kernels off the stride grid (zero rows: up to 2.4x the FLOPs) lost on
+    every layer: cvae_d1 3.0 / 3.2, 1.6 / 3.0; dcgan_g2, seg_up4, dcgan_g3, pix2pix_out and
+    unet3d_k3 1.2-18x on the loaded VM (wall), as did kernel == stride (unet_up1, unet3d_k2:
+    1.4-2.6x), which the placements set once. Unmeasured on JAX, and for groups (block-diagonal
+    kernel)."""
     if tuning.by_cells is not None:
         return tuning.by_cells
-    return False
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or spec.groups != 1:
+        return False
+    if not all(k % s == 0 and d == 1 for k, s, d
+               in zip(spec.kernel_size, spec.strides, spec.dilation_rate)):
+        return False
+    spans, residues = (math.prod(k // s for k, s in zip(spec.kernel_size, spec.strides)),
+                       math.prod(spec.strides))
+    cells = spec.batch * math.prod(-(-(pad + out) // s) - pad // s for pad, out, s
+                                   in zip(spec.pad_before, spec.out_spatial, spec.strides))
+    kernel_values = math.prod(spec.kernel_size) * spec.filters * spec.in_channels
+    moved = spans * spec.in_channels + residues * spec.filters + kernel_values / max(1, cells)
+    return moved < spans * residues * spec.filters
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:

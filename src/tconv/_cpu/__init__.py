@@ -30,7 +30,7 @@ by :func:`._tuning.by_phase`): per phase one GEMM of shared input windows by the
 products array, no adds.
 
 Kernels a whole number of strides long go by cells where that moves fewer values than the adds
-(:mod:`._cells`, chosen by :func:`._tuning.by_cells`: fcn_x8's k16 s8, HiFi-GAN's up2): the
+(:mod:`._cells`, chosen by :func:`._tuning.by_cells`: fcn_x8's k16 s8, HiFi-GAN's up2 on NumPy): the
 sub-pixel decomposition in uncropped output coordinates, one GEMM of the same input windows
 (``span`` pixels per axis a cell) by a kernel with every residue's taps side by side, the products
 then interleaved into the output with Keras' crop in one copy per run of cells. The phases and

@@ -26,6 +26,9 @@ WORKSPACE_BYTES = 256 * 2**20
 PHASE_WINDOW_BYTES = 4 * 2**20
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
+# torch's strided adds of short runs beat NumPy's (see taps_outermost): by cells, torch needs the
+# placements' adds to move this many times more values than NumPy does (see by_cells).
+TORCH_ADDS_SPEEDUP = 1.25
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     share of the gathered kernel (``prod(k) * F * Cin`` over every cell). On one thread (CPU time,
     best of 4 interleaved rounds of 3, the VM at load 5; main's path / cells) that picks fcn_x8
     (16.1 / 9.4 ms on NumPy, 23.6 / 11.1 torch; 1630 values moved against 5376) and HiFi-GAN's
-    up2 (70.6 / 61.9, 79.2 / 65.2; 1664 against 2048), and leaves up1 (31.9 / 35.5, 40.0 / 41.3:
+    up2 on NumPy (70.6 / 61.9; 1664 against 2048; 0.85-0.93x in three more runs), not on torch
+    (79.2 / 65.2 here, but 0.82-1.22x over four runs: torch adds faster), and leaves up1 (31.9 / 35.5, 40.0 / 41.3:
     its 8 MB kernel is gathered for 528 cells, 7044 against 4096), pix2pix_u6 (35.6 / 46.8, 49.1
     / 50.7; 1342 against 1024) and up3, up4 to the phases (37.2 / 43.3, 45.8 / 47.1; 23.9 /
     30.1, 29.5 / 33.2). Kernels off the stride grid (zero rows: up to 2.4x the FLOPs) lost on
@@ -98,7 +102,8 @@ def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
                                    in zip(spec.pad_before, spec.out_spatial, spec.strides))
     kernel_values = math.prod(spec.kernel_size) * spec.filters * spec.in_channels
     moved = spans * spec.in_channels + residues * spec.filters + kernel_values / max(1, cells)
-    return moved < spans * residues * spec.filters
+    adds = spans * residues * spec.filters
+    return moved < (adds / TORCH_ADDS_SPEEDUP if is_torch_namespace(xp) else adds)
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:

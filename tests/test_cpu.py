@@ -626,7 +626,8 @@ def _check_forward_by_windows(xp, mode, rank, geometry, use_bias, piece, jit=Fal
         import jax
 
         forward = jax.jit(forward)
-    y = forward(xp.asarray(x_layout), xp.asarray(kernel), None if bias is None else xp.asarray(bias))
+    y = forward(xp.asarray(x_layout), xp.asarray(kernel),
+                None if bias is None else xp.asarray(bias))
     expected = reference.forward(x, kernel, bias, strides=g["strides"], padding=g["padding"],
                                  output_padding=g["output_padding"], dilation=g["dilation_rate"],
                                  groups=g["groups"])

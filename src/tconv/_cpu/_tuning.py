@@ -78,17 +78,19 @@ def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     ``prod(k) * F = span^rank * s^rank * F`` products into the output, while the cells copy a
     window of ``span^rank * Cin`` values, the products' ``s^rank * F`` into the output and their
     share of the gathered kernel (``prod(k) * F * Cin`` over every cell). On one thread (CPU time,
-    best of 4 interleaved rounds of 3, the VM at load 5; main's path / cells) that picks fcn_x8
-    (16.1 / 9.4 ms on NumPy, 23.6 / 11.1 torch; 1630 values moved against 5376) and HiFi-GAN's
-    up2 on NumPy (70.6 / 61.9; 1664 against 2048; 0.85-0.93x in three more runs), not on torch
-    (79.2 / 65.2 here, but 0.82-1.22x over four runs: torch adds faster), and leaves up1 (31.9 / 35.5, 40.0 / 41.3:
-    its 8 MB kernel is gathered for 528 cells, 7044 against 4096), pix2pix_u6 (35.6 / 46.8, 49.1
-    / 50.7; 1342 against 1024) and up3, up4 to the phases (37.2 / 43.3, 45.8 / 47.1; 23.9 /
-    30.1, 29.5 / 33.2). Kernels off the stride grid (zero rows: up to 2.4x the FLOPs) lost on
-    every layer: cvae_d1 3.0 / 3.2, 1.6 / 3.0; dcgan_g2, seg_up4, dcgan_g3, pix2pix_out and
-    unet3d_k3 1.2-18x on the loaded VM (wall), as did kernel == stride (unet_up1, unet3d_k2:
-    1.4-2.6x), which the placements set once. Unmeasured on JAX, and for groups (block-diagonal
-    kernel)."""
+    best of 3 interleaved rounds of 3, the VM at load 5, 2026-11-26 05:03; main's path / cells,
+    ms, NumPy; torch) that picks fcn_x8 (17.0 / 9.8; 17.7 / 10.5: 1630 values moved against
+    5376) and HiFi-GAN's up2 on NumPy (77.1 / 71.5, 0.85-0.93x in three more runs: 1664 against
+    2048), not on torch (75.0 / 78.2; 0.82-1.22x over four runs: torch adds faster). It leaves up1
+    (34.8 / 35.6; 38.4 / 39.6: its 8 MB kernel gathered for 528 cells, 7044 against 4096),
+    pix2pix_u6 (34.7 / 36.8; 37.1 / 37.9: 1342 against 1024) and up3, up4 to the phases (43.1 /
+    43.8, 26.2 / 30.1; 55.3 / 58.7, 32.2 / 33.3). Kernels off the stride grid (zero rows: 1.4-2.4x
+    the FLOPs) lost on cvae_d1 (1.89 / 2.17; 1.81 / 2.29), seg_up4 (70 / 86; 62 / 109), dcgan_g2
+    (116 / 169; 99 / 167), dcgan_g3 and pix2pix_out (windows of 64-128 channels for 1-3 filters:
+    2.6-7x), as did kernel == stride on unet_up1 (175 / 182; 195 / 212), which the placements set
+    once; unet3d_k3 (1643 / 1463; 1597 / 1762) and unet3d_k2 (305 / 362; 581 / 553) won on one
+    namespace each, within this load's noise, so they keep main's path. Unmeasured on JAX, and for
+    groups (block-diagonal kernel)."""
     if tuning.by_cells is not None:
         return tuning.by_cells
     if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or spec.groups != 1:

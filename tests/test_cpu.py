@@ -251,6 +251,30 @@ def test_empty_batch_returns_empty_output(xp):
     np.testing.assert_array_equal(np.asarray(dbias), np.zeros(5))
 
 
+@pytest.mark.parametrize("x_shape, kernel_shape, strides, rule", [
+    ((2, 4, 6, 3), (2, 3, 4, 3), (2, 1), "by_cells"),
+    ((1, 1024, 2), (4, 3, 2), (2,), "by_phase"),
+])
+def test_a_non_finite_tap_takes_the_placements(x_shape, kernel_shape, strides, rule):
+    """The forwards by cells and by phase multiply taps by their windows' zeros (outside the
+    input); on shapes the rules send there, a kernel with NaN and Inf goes to the placements and
+    reaches exactly the outputs the definition says."""
+    from tconv._cpu import _tuning
+
+    rng = np.random.default_rng(4)
+    x, kernel = rng.standard_normal(x_shape), rng.standard_normal(kernel_shape)
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=strides, padding="same")
+    assert getattr(_tuning, rule)(np, spec, _cpu.Tuning())
+    kernel[(0,) * len(kernel_shape)] = np.nan
+    kernel[(-1,) * len(kernel_shape)] = np.inf
+    y = tconv.conv_transpose(x, kernel, strides=strides, padding="same")
+    expected = reference.forward(x, kernel, None, strides=strides, padding="same")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
 def test_views_read_only_and_non_finite_inputs_are_not_mutated():
     """NaN/Inf propagate exactly as the definition says: a non-finite kernel tap reaches only the
     outputs that tap reaches from a real input pixel (TF and torch scatter; zero padding must never
@@ -326,15 +350,25 @@ class _torch_threads:
 
 
 @pytest.mark.parametrize("xp", ["numpy", "torch"], indirect=True)
-def test_results_are_bitwise_identical_whatever_the_thread_count(xp):
+@pytest.mark.parametrize("forward", ["measured", "cells"])
+def test_results_are_bitwise_identical_whatever_the_thread_count(xp, forward):
+    """The measured paths, and the forward by cells forced on the same layer."""
     namespace = "torch" if "torch" in xp.__name__ else "numpy"
     case = _thread_case()
+    run = _run if forward == "measured" else _run_by_cells
     with _limited(namespace, 1):
-        one = _run(xp, *case)
+        one = run(xp, *case)
     with _limited(namespace, 2):
-        two = _run(xp, *case)
+        two = run(xp, *case)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+def _run_by_cells(xp, x, kernel, bias, dy, options):
+    spec = tconv.make_spec(x.shape, kernel.shape, **options)
+    y = _cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,
+                              tuning=_cpu.Tuning(by_cells=True))
+    return [np.asarray(y)]
 
 
 def _cpu_ticks_by_thread() -> dict:
@@ -537,27 +571,35 @@ SLAB_EDGES = [
 ]
 
 
+# The forwards that read input windows: by stride phase (one GEMM per phase into the output's
+# view) and by cells (one GEMM for every residue, interleaved into the output with the crop).
+by_windows = pytest.mark.parametrize("mode", ["phase", "cells"])
+
+
 @in_place_namespaces
+@by_windows
 @pytest.mark.parametrize("rank, geometry", PHASE_GEOMETRIES,
                          ids=[f"rank{r}-{i}" for i, (r, _) in enumerate(PHASE_GEOMETRIES)])
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("piece", ["row", "image"])
-def test_forward_by_phase_matches_reference(xp, rank, geometry, use_bias, piece):
-    """Forward by stride phase (one GEMM per phase into the output's view), in pieces of one
-    window row or the budget's (whole images here)."""
-    _check_forward_by_phase(xp, rank, geometry, use_bias, piece)
+def test_forward_by_windows_matches_reference(xp, mode, rank, geometry, use_bias, piece):
+    """Forward by stride phase or by cells, in pieces of one window row or the budget's (whole
+    images here)."""
+    _check_forward_by_windows(xp, mode, rank, geometry, use_bias, piece)
 
 
 @pytest.mark.parametrize("xp", ["jax.numpy"], indirect=True)
+@by_windows
 @pytest.mark.parametrize("rank, geometry", [PHASE_GEOMETRIES[i] for i in (1, 7)],
                          ids=[f"rank{PHASE_GEOMETRIES[i][0]}-{i}" for i in (1, 7)])
-def test_functional_forward_by_phase_matches_reference(xp, rank, geometry):
-    """JAX sets the windows and each phase's products functionally (``.at[]``), in one piece: two
-    geometries with groups, dilation and output_padding (its eager ops are slow)."""
-    _check_forward_by_phase(xp, rank, geometry, True, "image")
+def test_functional_forward_by_windows_matches_reference(xp, mode, rank, geometry):
+    """JAX sets the windows and the products functionally (``.at[]``), in one piece, under
+    ``jax.jit``: two geometries with groups, dilation and output_padding (its eager ops are
+    slow)."""
+    _check_forward_by_windows(xp, mode, rank, geometry, True, "image", jit=True)
 
 
-def _check_forward_by_phase(xp, rank, geometry, use_bias, piece):
+def _check_forward_by_windows(xp, mode, rank, geometry, use_bias, piece, jit=False):
     size = {1: (7,), 2: (3, 4), 3: (3, 2, 3)}[rank]
     g = dict(batch=2, size=size, in_channels=3, filters_per_group=2, groups=1,
              dilation_rate=(1,) * rank, output_padding=None, data_format="channels_last",
@@ -574,9 +616,18 @@ def _check_forward_by_phase(xp, rank, geometry, use_bias, piece):
     options = {k: g[k] for k in ("strides", "padding", "output_padding", "dilation_rate",
                                  "groups", "data_format")}
     spec = tconv.make_spec(x_layout.shape, kernel.shape, **options)
-    tuning = _cpu.Tuning(by_phase=True, piece_pixels=1 if piece == "row" else None)
-    y = _cpu.conv2d_transpose(xp.asarray(x_layout), xp.asarray(kernel),
-                              None if bias is None else xp.asarray(bias), spec, tuning=tuning)
+    tuning = _cpu.Tuning(by_phase=mode == "phase", by_cells=mode == "cells",
+                         piece_pixels=1 if piece == "row" else None)
+
+    def forward(x, kernel, bias):
+        return _cpu.conv2d_transpose(x, kernel, bias, spec, tuning=tuning)
+
+    if jit:
+        import jax
+
+        forward = jax.jit(forward)
+    y = forward(xp.asarray(x_layout), xp.asarray(kernel),
+                None if bias is None else xp.asarray(bias))
     expected = reference.forward(x, kernel, bias, strides=g["strides"], padding=g["padding"],
                                  output_padding=g["output_padding"], dilation=g["dilation_rate"],
                                  groups=g["groups"])
@@ -601,6 +652,32 @@ def test_long_rank1_inputs_go_by_phase():
     assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
     assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
     assert not chosen(np, *long_1d, strides=2, padding="same", groups=2)
+
+
+def test_the_forward_goes_by_cells_where_it_moves_less_than_the_adds():
+    """The measured rule (see ``_tuning.by_cells``): fcn_x8 by cells, HiFi-GAN's up2 on NumPy
+    (torch adds faster); not up1 (its large kernel gathered for few cells), pix2pix_u6, up3 (by
+    phase), a kernel off the stride grid, groups, dilation, JAX."""
+    from tconv._cpu import _tuning
+
+    def chosen(xp, shape, kernel_shape, **options):
+        return _tuning.by_cells(xp, tconv.make_spec(shape, kernel_shape, **options), _cpu.Tuning())
+
+    torch = pytest.importorskip("torch")
+    fcn_x8 = ((1, 32, 32, 32), (16, 16, 21, 32))
+    hifigan_up2 = ((16, 256, 256), (16, 128, 256))
+    for xp in (np, torch):
+        assert chosen(xp, *fcn_x8, strides=8, padding="same")
+    assert chosen(np, *hifigan_up2, strides=8, padding="same")
+    assert not chosen(torch, *hifigan_up2, strides=8, padding="same")
+    assert not chosen(np, (16, 32, 512), (16, 256, 512), strides=8, padding="same")
+    assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
+    assert not chosen(np, (16, 2048, 128), (4, 64, 128), strides=2, padding="same")
+    assert not chosen(np, (1, 32, 32, 32), (12, 12, 21, 32), strides=8, padding="same")
+    assert not chosen(np, *hifigan_up2, strides=8, padding="same", groups=2)
+    assert not chosen(np, *hifigan_up2, strides=8, padding="same", dilation_rate=2)
+    jnp = pytest.importorskip("jax.numpy")
+    assert not chosen(jnp, *fcn_x8, strides=8, padding="same")
 
 
 # (size, kernel == stride, output_padding, data_format): the backward reorders each piece's cells

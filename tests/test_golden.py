@@ -99,6 +99,19 @@ def test_backward_cpu(xp, case):
     _check_backward(xp.asarray, case, "cpu", xp)
 
 
+@pytest.mark.parametrize("case", CASES + TF_NN_CASES + RANK_CASES, ids=str)
+def test_forward_by_cells_cpu(case):
+    """The forward by cells (``tconv._cpu._cells``), forced on every case, on NumPy: the measured
+    rule picks it for few shapes (none of these)."""
+    from tconv import _cpu
+
+    a = case.arrays
+    spec = tconv.make_spec(a["x"].shape, a["kernel"].shape, **_options(case))
+    y = _cpu.conv2d_transpose(a["x"], a["kernel"], a["bias"] if "bias" in a else None, spec,
+                              tuning=_cpu.Tuning(by_cells=True))
+    assert_matches(y, a["y"], "y")
+
+
 @pytest.fixture
 def triton_asarray():
     """Torch tensors on TRITON_DEVICE."""

@@ -29,6 +29,15 @@ by :func:`._tuning.by_phase`): per phase one GEMM of shared input windows by the
 (a reduction over taps x ``Cin``), written straight into the phase's view of the output: no
 products array, no adds.
 
+Kernels a whole number of strides long go by cells where that moves fewer values than the adds
+(:mod:`._cells`, chosen by :func:`._tuning.by_cells`: fcn_x8's k16 s8, HiFi-GAN's up2 on NumPy): the
+sub-pixel decomposition in uncropped output coordinates, one GEMM of the same input windows
+(``span`` pixels per axis a cell) by a kernel with every residue's taps side by side, the products
+then interleaved into the output with Keras' crop in one copy per run of cells. The phases and
+the cells multiply window zeros by taps and taps' zero rows by pixels, so NaN and Inf reach more
+outputs there than the definition says: a measured choice of either takes a finite kernel (a
+non-finite one goes to the placements).
+
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (from that piece's
 zero-padded slab of ``dy``, never a padded copy of all of it) feeds the ``dx`` and ``dkernel``
 GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
@@ -36,7 +45,8 @@ and torch return.
 
 Modules: ``_arrays`` (layouts, dtype rule, buffers on huge pages, writes, the grouped GEMM),
 ``_tuning`` (pieces and the measured choices, as a :class:`Tuning` value tests set),
-``_placement`` (the forward's modes), ``_phases`` (the forward by stride phase), ``_backward``.
+``_placement`` (the forward's modes), ``_phases`` (the forward by stride phase), ``_cells`` (the
+forward by cells), ``_backward``.
 """
 
 from __future__ import annotations
@@ -48,9 +58,10 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
+from ._cells import forward_by_cells
 from ._phases import forward_by_phase
 from ._placement import make_placement
-from ._tuning import Tuning, by_phase, forward_budget, pieces
+from ._tuning import Tuning, by_cells, by_phase, forward_budget, pieces
 
 __all__ = ["Tuning", "compute_dtype", "conv2d_transpose", "conv2d_transpose_backward"]
 
@@ -64,10 +75,20 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
     kernel = xp.astype(kernel, work, copy=False)
     if bias is not None:
         bias = xp.astype(bias, work, copy=False)
-    if by_phase(xp, spec, tuning):
+    if by_cells(xp, spec, tuning) and (tuning.by_cells or _finite(xp, kernel)):
+        return forward_by_cells(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
+    if by_phase(xp, spec, tuning) and (tuning.by_phase or _finite(xp, kernel)):
         return forward_by_phase(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     for n0, n1, r0, r1 in pieces(spec, tuning, bytes_per_pixel, forward_budget(xp)):
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
     return placement.output(out_dtype)
+
+
+def _finite(xp, kernel) -> bool:
+    """Whether every tap is finite. The forwards by phase and by cells multiply taps by their
+    windows' zeros (outside the input), which gives a NaN or Inf tap outputs the definition keeps
+    it from (``Inf * 0``); the placements never multiply a padding zero, so a non-finite kernel
+    goes to them unless a :class:`Tuning` forces the windows."""
+    return bool(xp.all(xp.isfinite(kernel)))

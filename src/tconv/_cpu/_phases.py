@@ -79,7 +79,7 @@ def forward_by_phase(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
             pixels = phase_budget(xp) // (columns * itemsize(xp, x.dtype))
         row_pixels = math.prod(axis.rows for axis in axes[1:])
         for n0, n1, j0, j1 in grid_pieces(spec.batch, axes[0].rows, row_pixels, pixels):
-            windows = _windows(xp, x[n0:n1, ...], axes, j0, j1, bias is not None, device_)
+            windows = input_windows(xp, x[n0:n1, ...], axes, j0, j1, bias is not None, device_)
             for combo, phase_kernel in phases:
                 out = _multiply_phase(xp, out, windows, phase_kernel, combo, axes, n0, n1, j0, j1)
     if spec.data_format == "channels_last" and x.dtype == out_dtype:
@@ -123,10 +123,12 @@ def _phase_kernel(xp, kernel, bias, combo, spec: ConvTransposeSpec, device_):
     return xp.concat(blocks, axis=0)
 
 
-def _windows(xp, x_piece, axes, j0: int, j1: int, ones: bool, device_):
+def input_windows(xp, x_piece, axes, j0: int, j1: int, ones: bool, device_):
     """Windows ``j0:j1`` (first axis; all of the others) of the images ``x_piece``: ``(nb,
     *rows, columns)``, each row the window's pixels in order (zeros outside the input), then a
-    one for the bias. Each window position is one strided copy of the input."""
+    one for the bias; window ``j`` of an axis starts at input pixel ``j + axis.first`` and holds
+    ``axis.span`` of them, ``axis.rows`` windows (the phases' axes here, the cells' in
+    :mod:`._cells`). Each window position is one strided copy of the input."""
     nb, *spatial, channels = x_piece.shape
     rows = [j1 - j0] + [axis.rows for axis in axes[1:]]
     starts = [j0 + axes[0].first] + [axis.first for axis in axes[1:]]

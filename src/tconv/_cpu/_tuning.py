@@ -26,6 +26,9 @@ WORKSPACE_BYTES = 256 * 2**20
 PHASE_WINDOW_BYTES = 4 * 2**20
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
+# torch's strided adds of short runs beat NumPy's (see taps_outermost): by cells, torch needs the
+# placements' adds to move this many times more values than NumPy does (see by_cells).
+TORCH_ADDS_SPEEDUP = 1.25
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,13 @@ class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
     along the first spatial axis of one image; by phase, windows instead of input pixels);
     ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
-    (:mod:`._phases`) instead of multiply-then-place. ``None``: measured."""
+    (:mod:`._phases`) instead of multiply-then-place; ``by_cells``: the forward by cells
+    (:mod:`._cells`; by cells, ``piece_pixels`` counts cells). ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
     by_phase: bool | None = None
+    by_cells: bool | None = None
 
 
 def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -62,6 +67,45 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1
             and spec.groups == 1 and spec.dilation_rate == (1,)
             and spec.in_spatial[-1] >= PHASE_MIN_ROWS)
+
+
+def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the forward goes by cells (:mod:`._cells`): where the values it moves besides its
+    GEMM are fewer than the placements' adds move.
+
+    For a kernel a whole number of strides long, undilated (no zero rows in the cells' kernel,
+    so the same FLOPs as multiply-then-place), per cell (about one input pixel) the placements add
+    ``prod(k) * F = span^rank * s^rank * F`` products into the output, while the cells copy a
+    window of ``span^rank * Cin`` values, the products' ``s^rank * F`` into the output and their
+    share of the gathered kernel (``prod(k) * F * Cin`` over every cell). On one thread (CPU time,
+    best of 3 interleaved rounds of 3, the VM at load 5, 2026-11-26 05:03; main's path / cells,
+    ms, NumPy; torch) that picks fcn_x8 (17.0 / 9.8; 17.7 / 10.5: 1630 values moved against
+    5376) and HiFi-GAN's up2 on NumPy (77.1 / 71.5, 0.85-0.93x in three more runs: 1664 against
+    2048), not on torch (75.0 / 78.2; 0.82-1.22x over four runs: torch adds faster). It leaves up1
+    (34.8 / 35.6; 38.4 / 39.6: its 8 MB kernel gathered for 528 cells, 7044 against 4096),
+    pix2pix_u6 (34.7 / 36.8; 37.1 / 37.9: 1342 against 1024) and up3, up4 to the phases (43.1 /
+    43.8, 26.2 / 30.1; 55.3 / 58.7, 32.2 / 33.3). Kernels off the stride grid (zero rows: 1.4-2.4x
+    the FLOPs) lost on cvae_d1 (1.89 / 2.17; 1.81 / 2.29), seg_up4 (70 / 86; 62 / 109), dcgan_g2
+    (116 / 169; 99 / 167), dcgan_g3 and pix2pix_out (windows of 64-128 channels for 1-3 filters:
+    2.6-7x), as did kernel == stride on unet_up1 (175 / 182; 195 / 212), which the placements set
+    once; unet3d_k3 (1643 / 1463; 1597 / 1762) and unet3d_k2 (305 / 362; 581 / 553) won on one
+    namespace each, within this load's noise, so they keep main's path. Unmeasured on JAX, and for
+    groups (block-diagonal kernel)."""
+    if tuning.by_cells is not None:
+        return tuning.by_cells
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)) or spec.groups != 1:
+        return False
+    if not all(k % s == 0 and d == 1 for k, s, d
+               in zip(spec.kernel_size, spec.strides, spec.dilation_rate)):
+        return False
+    spans, residues = (math.prod(k // s for k, s in zip(spec.kernel_size, spec.strides)),
+                       math.prod(spec.strides))
+    cells = spec.batch * math.prod(-(-(pad + out) // s) - pad // s for pad, out, s
+                                   in zip(spec.pad_before, spec.out_spatial, spec.strides))
+    kernel_values = math.prod(spec.kernel_size) * spec.filters * spec.in_channels
+    moved = spans * spec.in_channels + residues * spec.filters + kernel_values / max(1, cells)
+    adds = spans * residues * spec.filters
+    return moved < (adds / TORCH_ADDS_SPEEDUP if is_torch_namespace(xp) else adds)
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -89,6 +133,11 @@ def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
 
 def phase_budget(xp) -> int:
     return WORKSPACE_BYTES if is_jax_namespace(xp) else PHASE_WINDOW_BYTES
+
+
+def cells_budget(xp) -> int:
+    """Windows and products per piece of the forward by cells."""
+    return WORKSPACE_BYTES if is_jax_namespace(xp) else CACHE_BYTES
 
 
 def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:

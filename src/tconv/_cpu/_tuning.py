@@ -33,11 +33,13 @@ class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
     along the first spatial axis of one image; by phase, windows instead of input pixels);
     ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
-    (:mod:`._phases`) instead of multiply-then-place. ``None``: measured."""
+    (:mod:`._phases`) instead of multiply-then-place; ``backward_by_cells``: the backward over
+    cells of ``dy`` instead of windows (:mod:`._backward`). ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
     by_phase: bool | None = None
+    backward_by_cells: bool | None = None
 
 
 def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -62,6 +64,41 @@ def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.rank == 1
             and spec.groups == 1 and spec.dilation_rate == (1,)
             and spec.in_spatial[-1] >= PHASE_MIN_ROWS)
+
+
+def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the backward goes over cells of ``dy`` instead of gathering each pixel's windows
+    (``k^R`` tap slices of ``F`` values) (:mod:`._backward`).
+
+    The cells copy ``s^R*F`` values per pixel in runs of ``s*F``, but compute on a grid padded by
+    ``span - 1`` cells per axis, and where ``k`` is not a multiple of ``s`` their weights hold
+    zeros. Measured against the windows on the loaded 2-core VM (one thread, CPU time, best of
+    3, interleaved, ms, backward / forward+backward), they win only where the gather is the
+    cost, many taps per shift of few filters: fcn_x8 (k16 s8, 21 filters) 46.3 -> 23.7 / 77.0
+    -> 47.2 on NumPy, 41.2 -> 28.6 / 73.1 -> 46.4 on torch (2 threads, wall, load 4-6, best
+    of 5: 79.8 -> 36.3 on NumPy, but 131 -> 288 on torch, whose many small parallel ops stall
+    on a loaded machine). Elsewhere even or worse: hifigan_up2 (k16 s8, 1-D) 157 -> 145 / 160
+    -> 179, hifigan_up1 64 -> 73 / 76 -> 96, pix2pix_u6 74 -> 88 / 80 -> 94, unet_up1 386 -> 395
+    / 449 -> 443, unet3d_k2 760 -> 804 / 864 -> 856; the kernels off the stride grid lose more
+    (seg_up4 155 -> 253 / 178 -> 365, dcgan_g2 212 -> 433, cvae_d1 4.9 -> 7.0, hifigan_up3
+    84 -> 120, hifigan_up4 65 -> 97), most of all with 1-3 filters (dcgan_g3 16 -> 207,
+    pix2pix_out 16 -> 53). Hence: undilated, ungrouped, ``k`` a multiple of ``s`` and at least
+    16 taps per cell shift (``prod(strides)``), NumPy and torch (JAX unmeasured)."""
+    if tuning.backward_by_cells is not None:
+        return tuning.backward_by_cells
+    return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.groups == 1
+            and spec.dilation_rate == (1,) * spec.rank and math.prod(spec.strides) >= 16
+            and all(k % s == 0 for k, s in zip(spec.kernel_size, spec.strides)))
+
+
+def cells_budget(xp, spec: ConvTransposeSpec, spans, bytes_per_pixel: int,
+                 itemsize: int) -> int:
+    """Cells per piece of the backward over cells, in bytes: :func:`backward_budget`'s, but a
+    band of rows holds at least 8 rows per row of cells it carries past its own (``span - 1``
+    along the first axis), which it would otherwise multiply again."""
+    row_bytes = bytes_per_pixel * math.prod(spec.in_spatial[1:])
+    return max(backward_budget(xp, spec, bytes_per_pixel, itemsize),
+               8 * (spans[0] - 1) * row_bytes)
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:

@@ -70,20 +70,23 @@ def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     """Whether the backward goes over cells of ``dy`` instead of gathering each pixel's windows
     (``k^R`` tap slices of ``F`` values) (:mod:`._backward`).
 
-    The cells copy ``s^R*F`` values per pixel in runs of ``s*F``, but compute on a grid padded by
-    ``span - 1`` cells per axis, and where ``k`` is not a multiple of ``s`` their weights hold
-    zeros. Measured against the windows on the loaded 2-core VM (one thread, CPU time, best of
-    3, interleaved, ms, backward / forward+backward), they win only where the gather is the
-    cost, many taps per shift of few filters: fcn_x8 (k16 s8, 21 filters) 46.3 -> 23.7 / 77.0
-    -> 47.2 on NumPy, 41.2 -> 28.6 / 73.1 -> 46.4 on torch (2 threads, wall, load 4-6, best
-    of 5: 79.8 -> 36.3 on NumPy, but 131 -> 288 on torch, whose many small parallel ops stall
-    on a loaded machine). Elsewhere even or worse: hifigan_up2 (k16 s8, 1-D) 157 -> 145 / 160
-    -> 179, hifigan_up1 64 -> 73 / 76 -> 96, pix2pix_u6 74 -> 88 / 80 -> 94, unet_up1 386 -> 395
-    / 449 -> 443, unet3d_k2 760 -> 804 / 864 -> 856; the kernels off the stride grid lose more
-    (seg_up4 155 -> 253 / 178 -> 365, dcgan_g2 212 -> 433, cvae_d1 4.9 -> 7.0, hifigan_up3
-    84 -> 120, hifigan_up4 65 -> 97), most of all with 1-3 filters (dcgan_g3 16 -> 207,
-    pix2pix_out 16 -> 53). Hence: undilated, ungrouped, ``k`` a multiple of ``s`` and at least
-    16 taps per cell shift (``prod(strides)``), NumPy and torch (JAX unmeasured)."""
+    The cells copy ``s^R*F`` values per pixel in runs of ``s*F``, but compute on a grid padded
+    by ``span - 1`` cells per axis, and where ``k`` is not a multiple of ``s`` their weights
+    hold zeros. Measured against the windows on the loaded 2-core VM (one thread, CPU time,
+    best of 3, interleaved, ms), they win only where the gather is the cost, many taps per
+    shift of few filters: fcn_x8 (k16 s8, 21 filters) backward 46.3 -> 23.7 on NumPy, 41.2 ->
+    28.6 on torch, forward+backward 77.0 -> 47.2 and 73.1 -> 46.4 (2 threads, wall, best of 25
+    at load 2: backward 22.2 -> 10.1 and 18.8 -> 8.9, forward+backward 29.8 -> 16.9 and 26.8
+    -> 16.4; at load 4-6 torch's many small parallel ops stalled, 131 -> 288). The backward
+    elsewhere, NumPy / torch: even or worse on kernels that are multiples of the stride
+    (hifigan_up2, k16 s8 in 1-D, 157 -> 145 / 160 -> 179; hifigan_up1 64 -> 73 / 76 -> 96;
+    pix2pix_u6 74 -> 88 / 80 -> 94; unet_up1 386 -> 395 / 449 -> 443; unet3d_k2 760 -> 804 /
+    864 -> 856), worse off it (seg_up4 155 -> 253 / 178 -> 365; dcgan_g2 212 -> 433 / 272 ->
+    594; cvae_d1 4.9 -> 7.0 / 5.1 -> 8.7; hifigan_up3 84 -> 120 / 101 -> 140; hifigan_up4 65
+    -> 97 / 64 -> 113; unet3d_k3 2912 -> 4951 / 2850 -> 5188), most of all with 1-3 filters
+    (dcgan_g3 16 -> 207 / 17 -> 300; pix2pix_out 16 -> 53 / 14 -> 87). Hence: undilated,
+    ungrouped, ``k`` a multiple of ``s``, at least 16 taps per cell shift (``prod(strides)``);
+    NumPy and torch (JAX unmeasured)."""
     if tuning.backward_by_cells is not None:
         return tuning.backward_by_cells
     return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.groups == 1

@@ -759,5 +759,6 @@ def test_the_backward_goes_by_cells_where_it_was_measured_to_win():
     assert not chosen(np, (1, 32, 32, 32), (16, 16, 21, 32), strides=8, padding="same",
                       groups=2)
     assert not chosen(np, (16, 256, 256), (16, 128, 256), strides=8, padding="same")
+    assert not chosen(np, (1, 8, 8, 4), (4, 4, 2, 4), strides=4)
     assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
     assert not chosen(np, (16, 64, 64, 64), (3, 3, 32, 64), strides=2, padding="same")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import reference
 import tconv
 from tconv import _cpu
-from tconv._cpu import _placement
+from tconv._cpu import _backward, _placement, _tuning
 
 pair = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
@@ -214,6 +214,10 @@ def test_low_precision_accumulates_in_float32(xp, dtype_name, tol):
 
 @given(geometries())
 def test_backward_matches_torch_autograd(g):
+    _check_against_torch_autograd(g)
+
+
+def _check_against_torch_autograd(g):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     x, kernel, _, options = _case(g)
     fmt = options["data_format"]
@@ -349,13 +353,25 @@ class _torch_threads:
         self.torch.set_num_threads(self.before)
 
 
-@pytest.mark.parametrize("xp", ["numpy", "torch"], indirect=True)
-@pytest.mark.parametrize("forward", ["measured", "cells"])
-def test_results_are_bitwise_identical_whatever_the_thread_count(xp, forward):
-    """The measured paths, and the forward by cells forced on the same layer."""
+# OpenBLAS (0.3.31, Haswell kernels) rounds a float32 GEMM differently on 2 threads than on 1
+# once it splits it (here from about 3000 rows: (3000, 288) @ (288, 96) differs, (2304, 288) @
+# (288, 96) does not). This case's window GEMMs stay below that; the cells' GEMM (2700 cell rows)
+# does not, and nor do the windows of the larger benchmark layers (seg_up4, fcn_x8 and
+# pix2pix_u6's dx differ between 1 and 2 threads on NumPy today). torch's are identical.
+_OPENBLAS_THREADS = pytest.mark.xfail(
+    strict=True, reason="OpenBLAS' threaded sgemm rounds unlike its one-thread sgemm")
+
+
+@pytest.mark.parametrize("xp, path", [
+    ("numpy", "measured"), ("torch", "measured"), ("numpy", "cells forward"),
+    ("torch", "cells forward"), pytest.param("numpy", "cells backward", marks=_OPENBLAS_THREADS),
+    ("torch", "cells backward")], indirect=["xp"])
+def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monkeypatch):
+    """The measured paths, and the forward or the backward by cells forced on the same layer."""
+    monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: path == "cells backward")
     namespace = "torch" if "torch" in xp.__name__ else "numpy"
     case = _thread_case()
-    run = _run if forward == "measured" else _run_by_cells
+    run = _run_by_cells if path == "cells forward" else _run
     with _limited(namespace, 1):
         one = run(xp, *case)
     with _limited(namespace, 2):
@@ -732,3 +748,93 @@ def test_backward_in_rows_pads_each_slab_of_dy(xp, size, kernel_size, strides, c
                                            spec, tuning=_cpu.Tuning(piece_pixels=1))
     for got, ref in zip(grads, reference.backward(dy, x, kernel, strides, crops)):
         np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
+
+
+# (size, kernel_size, strides, dilation_rate, padding, output_padding, groups, data_format): the
+# backward over cells of dy, forced on tiny shapes at ranks 1-3: crops, output_padding (dy rows
+# past every cell a pixel reads), dilation (taps on a cell's residues apart, shifts no tap
+# reaches), kernels not a multiple of the stride (residues no tap lands on), groups, both layouts.
+CELL_GEOMETRIES = [
+    ((5,), (4,), (2,), (1,), "same", None, 1, "channels_last"),
+    ((6,), (5,), (3,), (2,), "valid", (1,), 2, "channels_first"),
+    ((3, 4), (4, 3), (2, 3), (1, 1), "same", (1, 2), 1, "channels_first"),
+    ((4, 3), (3, 2), (2, 1), (2, 3), "valid", None, 2, "channels_last"),
+    ((2, 3, 2), (3, 2, 2), (2, 2, 1), (1, 1, 2), "same", None, 1, "channels_last"),
+    ((2, 2, 3), (2, 4, 2), (2, 2, 2), (1, 1, 1), "same", (0, 1, 1), 2, "channels_first"),
+]
+
+
+def _cell_case(size, kernel_size, strides, dilation_rate, padding, output_padding, groups,
+               data_format):
+    return dict(batch=2, size=size, kernel_size=kernel_size, in_channels=2 * groups,
+                filters_per_group=2, groups=groups, strides=strides, dilation_rate=dilation_rate,
+                padding=padding, output_padding=output_padding, data_format=data_format,
+                use_bias=False)
+
+
+@pytest.mark.parametrize("xp", ["numpy", "array_api_strict", "torch", "jax.numpy"],
+                         indirect=True)
+@pytest.mark.parametrize("geometry", CELL_GEOMETRIES,
+                         ids=[f"rank{len(g[0])}-{i}" for i, g in enumerate(CELL_GEOMETRIES)])
+@pytest.mark.parametrize("piece_pixels", [1, None], ids=["rows", "whole"])
+def test_backward_by_cells_matches_reference(xp, geometry, piece_pixels):
+    """Forced, in pieces of one row (each carrying its span - 1 rows of cells) or whole; the
+    caller's layout and dtype back, nothing it passed written to."""
+    g = _cell_case(*geometry)
+    rank = len(g["size"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *g["size"], g["in_channels"]))
+    kernel = rng.standard_normal((*g["kernel_size"], 2, g["in_channels"]))
+    fmt = g["data_format"]
+    to_layout = (lambda a: np.moveaxis(a, -1, 1)) if fmt == "channels_first" else (lambda a: a)
+    ref_options = dict(strides=g["strides"], padding=g["padding"],
+                       output_padding=g["output_padding"], dilation=g["dilation_rate"],
+                       groups=g["groups"])
+    dy = rng.standard_normal(reference.forward(x, kernel, **ref_options).shape)
+    spec = tconv.make_spec(to_layout(x).shape, kernel.shape, strides=g["strides"],
+                           padding=g["padding"], output_padding=g["output_padding"],
+                           dilation_rate=g["dilation_rate"], groups=g["groups"],
+                           data_format=fmt)
+    passed = [to_layout(dy), to_layout(x), kernel]        # NumPy and torch share their memory
+    copies = [a.copy() for a in passed]
+    grads = _cpu.conv2d_transpose_backward(
+        *(xp.asarray(a) for a in passed), spec,
+        tuning=_cpu.Tuning(backward_by_cells=True, piece_pixels=piece_pixels))
+    expected = reference.backward(dy, x, kernel, **ref_options)
+    np.testing.assert_allclose(np.asarray(grads[0]), to_layout(expected[0]), rtol=1e-10,
+                               atol=1e-10)
+    for got, ref in zip(grads[1:], expected[1:]):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
+    assert all(a.dtype == xp.float64 for a in grads)
+    assert np.asarray(grads[0]).flags.c_contiguous and grads[0].ndim == rank + 2
+    for a, before in zip(passed, copies):
+        np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.parametrize("geometry", [CELL_GEOMETRIES[2], CELL_GEOMETRIES[3]],
+                         ids=["crop-output_padding", "dilation-groups"])
+def test_backward_by_cells_matches_torch_autograd(geometry, monkeypatch):
+    """From the user's call, the cells forced, against torch's own gradients in float64."""
+    asked = []
+    monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: asked.append(args) or True)
+    _check_against_torch_autograd(_cell_case(*geometry))
+    assert asked
+
+
+def test_the_backward_goes_by_cells_where_it_was_measured_to_win():
+    import torch
+
+    def chosen(xp, shape, kernel_shape, **options):
+        spec = tconv.make_spec(shape, kernel_shape, data_format="channels_last", **options)
+        return _tuning.backward_by_cells(xp, spec, _cpu.Tuning())
+
+    fcn_x8 = ((1, 32, 32, 32), (16, 16, 21, 32))
+    assert chosen(np, *fcn_x8, strides=8, padding="same")
+    assert chosen(torch, *fcn_x8, strides=8, padding="same")
+    assert not chosen(np, *fcn_x8, strides=8, padding="same", dilation_rate=2)
+    assert not chosen(np, (1, 32, 32, 32), (16, 16, 21, 32), strides=8, padding="same",
+                      groups=2)
+    assert not chosen(np, (16, 256, 256), (16, 128, 256), strides=8, padding="same")
+    assert not chosen(np, (1, 8, 8, 4), (4, 4, 2, 4), strides=4)
+    assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
+    assert not chosen(np, (16, 64, 64, 64), (3, 3, 32, 64), strides=2, padding="same")

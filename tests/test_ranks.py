@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import reference
 import tconv
+from tconv._cpu import _backward
 
 # (rank, x spatial, kernel size, in_channels, filters, options): every option on both ranks.
 CASES = {
@@ -256,6 +257,32 @@ def test_jax_jit_and_grad(case):
                                                         **_reference_options(case[-1], case[0]))
     for got, want in zip(grads, (ref_dx, ref_dkernel, ref_dbias)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", [CASES["1d-d2-same-op0"], CASES["3d-s3-same-op-crop-depth"]],
+                         ids=["rank1", "rank3"])
+def test_jax_jit_and_grad_through_the_backward_by_cells(case, monkeypatch):
+    """The backward over cells (forced) traced by ``jax.jit``, and differentiated by ``jax.grad``:
+    ``dx`` is the forward's transpose applied to ``dy``, so the gradient of ``<dx, w>`` with
+    respect to ``dy`` is the forward of ``w``."""
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    jax.config.update("jax_enable_x64", True)
+    asked = []
+    monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: asked.append(args) or True)
+    x, kernel, _ = _arrays(case, seed=5)
+    options = _reference_options(case[-1], case[0])
+    dy = np.random.default_rng(6).standard_normal(reference.forward(x, kernel, **options).shape)
+    w = np.random.default_rng(7).standard_normal(x.shape)
+    backward = jax.jit(lambda dy, x, kernel: tconv.conv_transpose_backward(dy, x, kernel,
+                                                                          **case[-1]))
+    grads = backward(*(jax.numpy.asarray(a) for a in (dy, x, kernel)))
+    for got, want in zip(grads, reference.backward(dy, x, kernel, **options)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-11, atol=1e-11)
+    d_dy = jax.grad(lambda dy: jax.numpy.sum(backward(dy, x, kernel)[0] * w))(
+        jax.numpy.asarray(dy))
+    np.testing.assert_allclose(np.asarray(d_dy), reference.forward(w, kernel, **options),
+                               rtol=1e-11, atol=1e-11)
+    assert asked
 
 
 @pytest.mark.parametrize("data_format", DATA_FORMATS)

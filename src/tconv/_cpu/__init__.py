@@ -40,8 +40,13 @@ non-finite one goes to the placements).
 
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (from that piece's
 zero-padded slab of ``dy``, never a padded copy of all of it) feeds the ``dx`` and ``dkernel``
-GEMMs. Every result is a new C-contiguous array in the caller's layout, as TensorFlow
-and torch return.
+GEMMs; where many taps share a cell of ``s`` output pixels per axis and the gather is the cost
+(fcn_x8's k16 s8: 256 tap slices of 21 values per pixel; chosen by
+:func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells instead, laid
+flat so that every cell shift is a row offset: one GEMM for ``dx`` (then adds of shifted row
+ranges) and one for ``dkernel``.
+Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch
+return.
 
 Modules: ``_arrays`` (layouts, dtype rule, buffers on huge pages, writes, the grouped GEMM),
 ``_tuning`` (pieces and the measured choices, as a :class:`Tuning` value tests set),

@@ -1,7 +1,20 @@
-"""The CPU backward, for 1, 2 or 3 spatial axes alike: ``dx`` is the strided correlation of
-``dy`` with the kernel and ``dkernel`` the GEMM of the same ``dy`` windows with ``x`` over batch x
-space; each piece of the input gathers its windows once (from its own zero-padded slab of ``dy``),
-for its rows of ``dx`` and its share of ``dkernel``, while they are in cache."""
+"""The CPU backward, for 1, 2 or 3 spatial axes alike, two ways
+(:func:`._tuning.backward_by_cells` chooses):
+
+- by windows: ``dx`` is the strided correlation of ``dy`` with the kernel and ``dkernel`` the
+  GEMM of the same ``dy`` windows with ``x`` over batch x space; each piece of the input gathers
+  its windows once (``k^R`` tap slices of ``F`` values per pixel, from its own zero-padded slab of
+  ``dy``), for its rows of ``dx`` and its share of ``dkernel``, while they are in cache.
+- by cells: in uncropped output coordinates ``u = o + pad_before``, cells ``c = u // s`` per axis
+  hold ``s^R*F`` values, and input pixel ``i`` is read by cells ``i + delta``, ``delta`` in ``0 ..
+  span - 1``, ``span = (k - 1)*d // s + 1`` per axis. Each piece copies its ``dy`` once into its
+  cells (the crop undone, zeros around), laid flat on a grid padded by ``span - 1`` cells per
+  axis, so cell ``i + delta`` is a fixed number of rows after cell ``i``: one GEMM of the cells by
+  every shift's weights, then ``dx`` adds each shift's products from its row offset on; one GEMM
+  of the cells by ``x`` placed at each shift's offset gives every shift's ``dkernel``. No
+  windows; the grid's padding rows are computed and dropped, and where ``k`` is not a multiple
+  of ``s`` the weights hold zeros, so it pays only where the gather dominates.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +22,14 @@ import itertools
 import math
 
 import array_api_extra as xpx
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
-from ._arrays import (by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
-                      itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last)
+from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
+                      itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last, zeros)
 from ._placement import cells_by_stride
-from ._tuning import Tuning, backward_budget, pieces
+from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_cells_budget,
+                      pieces)
 
 
 def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=Tuning()):
@@ -25,6 +39,12 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     work = compute_dtype(xp, out_dtype)
     dy = xp.astype(to_channels_last(xp, dy, spec), work, copy=False)
     x = xp.astype(to_channels_last(xp, x, spec), work, copy=False)
+    if backward_by_cells(xp, spec, tuning):
+        dx, dkernel = _backward_by_cells(xp, dy, x, xp.astype(kernel, work, copy=False), spec,
+                                         tuning, work, out_dtype)
+        dbias = xp.sum(dy, axis=tuple(range(spec.rank + 1)))
+        return (dx, xp.astype(dkernel, out_dtype, copy=False),
+                xp.astype(dbias, out_dtype, copy=False))
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     chosen = pieces(spec, tuning, bytes_per_pixel,
@@ -55,6 +75,134 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
 
 
+def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuning, work, out_dtype):
+    """The backward over cells of ``dy`` (see the module docstring); ``dy`` and ``x`` channels-last
+    in the compute dtype ``work``, ``kernel`` in Keras' layout; returns ``dx`` (the caller's
+    layout, ``out_dtype``) and ``dkernel`` (``work``)."""
+    groups, cg = spec.groups, spec.channels_per_group
+    spans = tuple((k - 1) * d // s + 1 for k, d, s in zip(spec.kernel_size, spec.dilation_rate,
+                                                          spec.strides))
+    shifts = math.prod(spans)
+    weights = _cell_weights(xp, kernel, spec, spans)              # (G, s^R*Fg, shifts*Cg)
+    bytes_per_pixel = math.prod(spec.strides) * spec.filters * itemsize(xp, work)
+    chosen = pieces(spec, tuning, bytes_per_pixel,
+                    backward_cells_budget(xp, spec, spans, bytes_per_pixel, itemsize(xp, work)))
+    dx = empty(xp, spec.input_shape, out_dtype, device(x))
+    dkernel = xp.zeros(weights.shape, dtype=work, device=device(x))
+    for n0, n1, r0, r1 in chosen:
+        # The piece's cells on a grid padded by span - 1 cells per axis; laid flat, a pixel's
+        # shifted cells are a fixed number of rows on, so each shift is one row range of them.
+        grid = (n1 - n0, r1 - r0 + spans[0] - 1,
+                *(n + span - 1 for n, span in zip(spec.in_spatial[1:], spans[1:])))
+        rows = math.prod(grid)
+        offsets = [sum(delta * math.prod(grid[axis + 2:]) for axis, delta in enumerate(shift))
+                   for shift in itertools.product(*(range(span) for span in spans))]
+        cells = _cells(xp, dy, spec, grid, n0, n1, r0, offsets[-1], work, device(x))
+        cells = xp.reshape(by_group(xp, xp.reshape(cells, (cells.shape[0], -1, spec.filters)),
+                                    groups, 2), (groups, cells.shape[0], -1))
+        inside = (slice(None), slice(0, r1 - r0), *(slice(0, n) for n in spec.in_spatial[1:]),
+                  ...)
+        x_grid = set_into(xp, zeros(xp, (*grid, spec.in_channels), work, device(x)), inside,
+                          x[n0:n1, r0:r1, ...])
+        x_grid = pixels_by_group(xp, x_grid, groups)             # (G, rows, Cg)
+        # One GEMM by every shift's weights; dx adds each shift's products from its rows on.
+        products = grouped_matmul(xp, cells, weights)            # (G, cell rows, shifts*Cg)
+        parts = [products[:, offset:offset + rows, shift * cg:(shift + 1) * cg]
+                 for shift, offset in enumerate(offsets)]
+        dx_grid = parts[0] if shifts == 1 else parts[0] + parts[1]
+        for part in parts[2:]:
+            dx_grid = add_into(xp, dx_grid, ..., part)
+        # dkernel's shifts likewise in one GEMM: x placed at each shift's rows instead.
+        x_shifted = zeros(xp, products.shape, work, device(x))
+        for shift, offset in enumerate(offsets):
+            x_shifted = set_into(xp, x_shifted, (slice(None), slice(offset, offset + rows),
+                                                 slice(shift * cg, (shift + 1) * cg)), x_grid)
+        dkernel = dkernel + grouped_matmul(xp, xp.matrix_transpose(cells), x_shifted)
+        dx_piece = xp.reshape(xp.permute_dims(dx_grid, (1, 0, 2)), (*grid, spec.in_channels))
+        dx_piece = xp.astype(from_channels_last(xp, dx_piece[inside], spec), out_dtype,
+                             copy=False)
+        if spec.data_format == "channels_first":
+            dx = set_into(xp, dx, (slice(n0, n1), slice(None), slice(r0, r1), ...), dx_piece)
+        else:
+            dx = set_into(xp, dx, (slice(n0, n1), slice(r0, r1), ...), dx_piece)
+    return dx, _taps_of_cells(xp, dkernel, spec, spans)
+
+
+def _cell_weights(xp, kernel, spec: ConvTransposeSpec, spans):
+    """The kernel as one matrix per group, (G, s^R*Fg, shifts*Cg): row ``(rho, f)`` and column
+    block ``delta`` (a cell shift, ``0..span-1`` per axis) hold tap ``t`` where ``t*d == delta*s
+    + rho`` along every axis, zeros where no tap lands."""
+    rank = spec.rank
+    padded = xp.zeros((*(span * s for span, s in zip(spans, spec.strides)),
+                       *kernel.shape[rank:]), dtype=kernel.dtype, device=device(kernel))
+    padded = set_into(xp, padded, (*(slice(0, (k - 1) * d + 1, d) for k, d in
+                                     zip(spec.kernel_size, spec.dilation_rate)), ...), kernel)
+    split = xp.reshape(padded, (*cells_by_stride(spans, spec.strides), spec.filters_per_group,
+                                spec.groups, spec.channels_per_group))
+    order = (2 * rank + 1, *range(1, 2 * rank, 2), 2 * rank, *range(0, 2 * rank, 2),
+             2 * rank + 2)
+    return xp.reshape(xp.permute_dims(split, order),
+                      (spec.groups, -1, math.prod(spans) * spec.channels_per_group))
+
+
+def _taps_of_cells(xp, dkernel_cells, spec: ConvTransposeSpec, spans):
+    """The gradient (G, s^R*Fg, shifts*Cg) of :func:`_cell_weights`' matrices as the Keras
+    kernel's ``(*taps, Fg, Cin)``: the inverse of its layout, the entries no tap lands on
+    dropped."""
+    rank = spec.rank
+    split = xp.reshape(dkernel_cells, (spec.groups, *spec.strides, spec.filters_per_group,
+                                       *spans, spec.channels_per_group))
+    order = (*(a for axis in range(rank) for a in (rank + 2 + axis, 1 + axis)), rank + 1, 0,
+             2 * rank + 2)
+    full = xp.reshape(xp.permute_dims(split, order),
+                      (*(span * s for span, s in zip(spans, spec.strides)),
+                       spec.filters_per_group, spec.in_channels))
+    return full[(*(slice(0, (k - 1) * d + 1, d) for k, d in zip(spec.kernel_size,
+                                                                  spec.dilation_rate)), ...)]
+
+
+def _cells(xp, dy, spec: ConvTransposeSpec, grid, n0, n1, r0, extra_rows, work, device_):
+    """The piece's cells of ``dy`` (uncropped output coordinates, ``s`` per axis, grid ``grid``
+    from row ``r0`` on), flat: ``(rows + extra_rows, s^R*F)``, one row per cell, zeros where the
+    crop, the grid's edges and the ``extra_rows`` lie outside ``dy``."""
+    firsts = [(r0 if axis == 0 else 0) * s - pad
+              for axis, (s, pad) in enumerate(zip(spec.strides, spec.pad_before))]
+    slab = _slab(xp, dy, spec, n0, n1, firsts,
+                 [first + cells * s for first, cells, s in zip(firsts, grid[1:], spec.strides)])
+    rank, rows = spec.rank, math.prod(grid)
+    split = xp.reshape(slab, (grid[0], *cells_by_stride(grid[1:], spec.strides), spec.filters))
+    order = (0, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 1)
+    if not (is_numpy_namespace(xp) or is_torch_namespace(xp)):
+        cells = xp.reshape(xp.permute_dims(split, order), (rows, -1))
+        return xp.concat([cells, xp.zeros((extra_rows, cells.shape[1]), dtype=work,
+                                          device=device_)])
+    # One copy: the slab goes straight into the cells' (cells, residues) view of the buffer.
+    values = math.prod(spec.strides) * spec.filters
+    cells = empty(xp, (rows + extra_rows, values), work, device_)
+    cells[rows:, ...] = 0
+    grid_view = xp.reshape(cells[:rows, ...], (grid[0], *grid[1:], *spec.strides, spec.filters))
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    grid_view = xp.permute_dims(grid_view, tuple(inverse))
+    grid_view[...] = split
+    return cells
+
+
+def _slab(xp, dy, spec: ConvTransposeSpec, n0, n1, firsts, stops):
+    """Images ``n0:n1`` of ``dy`` from index ``firsts[a]`` to ``stops[a]`` along each spatial axis
+    ``a``, zero-padded where those fall outside ``dy`` (a view where nothing does)."""
+    index, widths = [slice(n0, n1)], [(0, 0)]
+    for first, stop, out in zip(firsts, stops, spec.out_spatial):
+        lo = min(max(first, 0), out)
+        hi = min(max(stop, lo), out)
+        before = min(max(lo - first, 0), stop - first)
+        index.append(slice(lo, hi))
+        widths.append((before, stop - first - before - (hi - lo)))
+    slab = dy[(*index, slice(None))]
+    if any(before or after for before, after in widths):
+        slab = xpx.pad(slab, widths + [(0, 0)], xp=xp)
+    return slab
+
+
 def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
     """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg).
 
@@ -64,19 +212,12 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
     (a padded copy of the whole ``dy`` doubled a 3-D layer's memory); with nothing outside, the
     slab is a view."""
     starts, lengths = (r0,) + (0,) * (spec.rank - 1), (r1 - r0, *spec.in_spatial[1:])
-    index, widths = [slice(n0, n1)], [(0, 0)]
-    for start, length, k, s, d, pad, out in zip(starts, lengths, spec.kernel_size, spec.strides,
-                                                spec.dilation_rate, spec.pad_before,
-                                                spec.out_spatial):
-        first, stop = start * s - pad, (start + length - 1) * s + (k - 1) * d - pad + 1
-        lo = min(max(first, 0), out)
-        hi = min(max(stop, lo), out)
-        before = min(max(lo - first, 0), stop - first)
-        index.append(slice(lo, hi))
-        widths.append((before, stop - first - before - (hi - lo)))
-    slab = dy[(*index, slice(None))]
-    if any(before or after for before, after in widths):
-        slab = xpx.pad(slab, widths + [(0, 0)], xp=xp)
+    geometry = list(zip(starts, lengths, spec.kernel_size, spec.strides, spec.dilation_rate,
+                        spec.pad_before))
+    slab = _slab(xp, dy, spec, n0, n1,
+                 [start * s - pad for start, _, _, s, _, pad in geometry],
+                 [(start + length - 1) * s + (k - 1) * d - pad + 1
+                  for start, length, k, s, d, pad in geometry])
     pixels, taps = (n1 - n0) * math.prod(lengths), math.prod(spec.kernel_size)
     if spec.kernel_size == spec.strides and spec.dilation_rate == (1,) * spec.rank:
         # Kernel == stride: each pixel's window is its own cell of s values per axis, so the

@@ -37,12 +37,14 @@ class Tuning:
     along the first spatial axis of one image; by phase, windows instead of input pixels);
     ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
     (:mod:`._phases`) instead of multiply-then-place; ``by_cells``: the forward by cells
-    (:mod:`._cells`; by cells, ``piece_pixels`` counts cells). ``None``: measured."""
+    (:mod:`._cells`; by cells, ``piece_pixels`` counts cells); ``backward_by_cells``: the
+    backward over cells of ``dy`` instead of windows (:mod:`._backward`). ``None``: measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
     by_phase: bool | None = None
     by_cells: bool | None = None
+    backward_by_cells: bool | None = None
 
 
 def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -106,6 +108,47 @@ def by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     moved = spans * spec.in_channels + residues * spec.filters + kernel_values / max(1, cells)
     adds = spans * residues * spec.filters
     return moved < (adds / TORCH_ADDS_SPEEDUP if is_torch_namespace(xp) else adds)
+
+
+def backward_by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the backward goes over cells of ``dy`` instead of gathering each pixel's windows
+    (``k^R`` tap slices of ``F`` values) (:mod:`._backward`).
+
+    The cells copy ``s^R*F`` values per pixel in runs of ``s*F``, but compute on a grid padded
+    by ``span - 1`` cells per axis, and where ``k`` is not a multiple of ``s`` their weights
+    hold zeros. Measured against the windows on the loaded 2-core VM (one thread, CPU time,
+    best of 3, interleaved, ms), they win only where the gather is the cost, many taps per
+    shift of few filters: fcn_x8 (k16 s8, 21 filters) backward 46.3 -> 23.7 on NumPy, 41.2 ->
+    28.6 on torch, forward+backward 77.0 -> 47.2 and 73.1 -> 46.4 (2 threads, wall, best of 25
+    at load 2: backward 22.2 -> 10.1 and 18.8 -> 8.9, forward+backward 29.8 -> 16.9 and 26.8
+    -> 16.4; at load 4-6 torch's many small parallel ops stalled, 131 -> 288). The backward
+    elsewhere, NumPy / torch: even or worse on kernels that are multiples of the stride
+    (hifigan_up2, k16 s8 in 1-D, 157 -> 145 / 160 -> 179; hifigan_up1 64 -> 73 / 76 -> 96;
+    pix2pix_u6 74 -> 88 / 80 -> 94; unet_up1 386 -> 395 / 449 -> 443; unet3d_k2 760 -> 804 /
+    864 -> 856), worse off it (seg_up4 155 -> 253 / 178 -> 365; dcgan_g2 212 -> 433 / 272 ->
+    594; cvae_d1 4.9 -> 7.0 / 5.1 -> 8.7; hifigan_up3 84 -> 120 / 101 -> 140; hifigan_up4 65
+    -> 97 / 64 -> 113; unet3d_k3 2912 -> 4951 / 2850 -> 5188), most of all with 1-3 filters
+    (dcgan_g3 16 -> 207 / 17 -> 300; pix2pix_out 16 -> 53 / 14 -> 87). Hence: undilated,
+    ungrouped, ``k`` a multiple of ``s`` but not ``s`` itself (there the windows are one
+    reordering copy of ``dy``'s cells already: k4 s4, 8 x 32^2 x 64 -> 32 filters, 37.2 -> 38.7
+    / 32.2 -> 36.2; k8 s8 on fcn_x8's input 9.5 -> 9.4 / 6.8 -> 8.2), at least 16 taps per cell
+    shift (``prod(strides)``); NumPy and torch (JAX unmeasured)."""
+    if tuning.backward_by_cells is not None:
+        return tuning.backward_by_cells
+    return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and spec.groups == 1
+            and spec.dilation_rate == (1,) * spec.rank and math.prod(spec.strides) >= 16
+            and spec.kernel_size != spec.strides
+            and all(k % s == 0 for k, s in zip(spec.kernel_size, spec.strides)))
+
+
+def backward_cells_budget(xp, spec: ConvTransposeSpec, spans, bytes_per_pixel: int,
+                          itemsize: int) -> int:
+    """Cells per piece of the backward over cells, in bytes: :func:`backward_budget`'s, but a
+    band of rows holds at least 8 rows per row of cells it carries past its own (``span - 1``
+    along the first axis), which it would otherwise multiply again."""
+    row_bytes = bytes_per_pixel * math.prod(spec.in_spatial[1:])
+    return max(backward_budget(xp, spec, bytes_per_pixel, itemsize),
+               8 * (spans[0] - 1) * row_bytes)
 
 
 def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:

@@ -210,10 +210,13 @@ def bench(argv=None) -> int:
         return 0
     chosen = [known[n] for n in (args.cases or (harness.QUICK if args.quick else known))]
     min_repeats, budget_s = (3, 0.2) if args.quick else (5, 1.0)
+    # The ceiling: the faster of a reading before the cases and one after (a single reading
+    # after the 3-D layers' large buffers once read 88 GFLOP/s on a machine that gives 149).
+    sgemm = harness.sgemm_gflops()
     rows = []
     for case in progress(chosen):
         rows.append(harness.run_case(case, min_repeats=min_repeats, budget_s=budget_s))
-    sgemm = harness.sgemm_gflops()
+    sgemm = max(sgemm, harness.sgemm_gflops())
     print(format_table(rows, sgemm))
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": harness.machine(), "sgemm_gflops": sgemm, "cases": rows,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import reference
 import tconv
 from tconv import _cpu
-from tconv._cpu import _backward, _placement, _tuning
+from tconv._cpu import _backward, _blas, _placement, _tuning
 
 pair = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
@@ -315,7 +315,7 @@ def test_keras_json_sets_the_default_data_format(tmp_path, monkeypatch):
 
 def _thread_case():
     """A layer whose GEMMs are large enough for BLAS and torch to split them across threads."""
-    g = dict(batch=4, size=(24, 24), kernel_size=(3, 3), in_channels=96, filters_per_group=48,
+    g = dict(batch=4, size=(32, 32), kernel_size=(3, 3), in_channels=64, filters_per_group=32,
              groups=1, strides=(2, 2), dilation_rate=(1, 1), padding="same",
              output_padding=None, data_format="channels_last", use_bias=True)
     x, kernel, bias, options = _case(g)
@@ -354,17 +354,11 @@ class _torch_threads:
 
 
 # OpenBLAS (0.3.31, Haswell kernels) rounds a float32 GEMM differently on 2 threads than on 1
-# once it splits it (here from about 3000 rows: (3000, 288) @ (288, 96) differs, (2304, 288) @
-# (288, 96) does not). This case's window GEMMs stay below that; the cells' GEMM (2700 cell rows)
-# does not, and nor do the windows of the larger benchmark layers (seg_up4, fcn_x8 and
-# pix2pix_u6's dx differ between 1 and 2 threads on NumPy today). torch's are identical.
-_OPENBLAS_THREADS = pytest.mark.xfail(
-    strict=True, reason="OpenBLAS' threaded sgemm rounds unlike its one-thread sgemm")
-
-
+# once it splits it: on this case's forward and dx, bits differed before NumPy's GEMMs went in
+# fixed blocks (_cpu/_blas.py). torch's are identical.
 @pytest.mark.parametrize("xp, path", [
     ("numpy", "measured"), ("torch", "measured"), ("numpy", "cells forward"),
-    ("torch", "cells forward"), pytest.param("numpy", "cells backward", marks=_OPENBLAS_THREADS),
+    ("torch", "cells forward"), ("numpy", "cells backward"),
     ("torch", "cells backward")], indirect=["xp"])
 def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monkeypatch):
     """The measured paths, and the forward or the backward by cells forced on the same layer."""
@@ -378,6 +372,75 @@ def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monke
         two = run(xp, *case)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+# (a, b) shapes that _blas cuts by rows, by columns, by runs of the reduction, and stacks by
+# matrices (with a stack or one matrix on the right).
+BLAS_SHAPES = [((3000, 64), (64, 64)), ((48, 128), (128, 16384)), ((48, 40000), (40000, 24)),
+               ((3, 700, 64), (3, 64, 300)), ((5, 7, 33, 40), (40, 96))]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", BLAS_SHAPES)
+def test_numpy_gemms_have_the_same_bits_on_any_thread_count(a_shape, b_shape):
+    """Every shape here goes in more than one block, on 1, 2 or 3 threads, with the product's
+    value (float64 reference) and with the caller's limit set back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(shape, dtype=np.float32) for shape in (a_shape, b_shape))
+    results = []
+    for threads in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+            with _blas.one_blas_thread(np):
+                results.append(_blas.matmul(np, a, b))
+            assert _blas_threads(threadpoolctl) == threads
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+    np.testing.assert_allclose(results[0], np.matmul(a.astype(np.float64), b), rtol=1e-4,
+                               atol=1e-3 * np.sqrt(a_shape[-1]))
+    out_shape = (*a_shape[:-1], b_shape[-1])
+    assert len(_blas._blocks(out_shape, a_shape[-1])) > 1 or a_shape[-1] > _blas.MIN_DEPTH
+
+
+def _blas_threads(threadpoolctl) -> int:
+    return min(info["num_threads"] for info in threadpoolctl.threadpool_info()
+               if info["user_api"] == "blas")
+
+
+def test_the_callers_blas_limit_is_set_back_after_errors_and_concurrent_calls():
+    """tconv limits BLAS to one thread only while it computes: an error inside, or calls from
+    several threads at once (they take turns), leave the caller's limit as it was, and a thread
+    calling while another holds a threadpoolctl limit of one gets the same bits."""
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    x, kernel, bias, dy, options = _thread_case()
+    before = _blas_threads(threadpoolctl)
+    with pytest.raises(RuntimeError, match="inside"):
+        with _blas.one_blas_thread(np):
+            assert _blas_threads(threadpoolctl) == 1
+            raise RuntimeError("inside")
+    assert _blas_threads(threadpoolctl) == before
+    expected = _run(np, x, kernel, bias, dy, options)
+    results = []
+
+    def in_threads(count):
+        callers = [threading.Thread(target=lambda: results.append(
+            _run(np, x, kernel, bias, dy, options))) for _ in range(count)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+
+    in_threads(3)
+    assert _blas_threads(threadpoolctl) == before
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):   # held by this thread
+        in_threads(1)
+        assert _blas_threads(threadpoolctl) == 1
+    assert _blas_threads(threadpoolctl) == before
+    assert len(results) == 4
+    for result in results:
+        for a, b in zip(result, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def _run_by_cells(xp, x, kernel, bias, dy, options):

@@ -48,7 +48,11 @@ ranges) and one for ``dkernel``.
 Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch
 return.
 
-Modules: ``_arrays`` (layouts, dtype rule, buffers on huge pages, writes, the grouped GEMM),
+NumPy's GEMMs go in blocks fixed by their shapes, one BLAS thread each, shared out over the
+threads the caller allows (:mod:`._blas`), so the bits do not depend on the thread count.
+
+Modules: ``_blas`` (NumPy's GEMMs in fixed blocks), ``_arrays`` (layouts, dtype rule, buffers on
+huge pages, writes, the grouped GEMM),
 ``_tuning`` (pieces and the measured choices, as a :class:`Tuning` value tests set),
 ``_placement`` (the forward's modes), ``_phases`` (the forward by stride phase), ``_cells`` (the
 forward by cells), ``_backward``.
@@ -63,6 +67,7 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
+from ._blas import on_one_blas_thread
 from ._cells import forward_by_cells
 from ._phases import forward_by_phase
 from ._placement import make_placement
@@ -71,6 +76,7 @@ from ._tuning import Tuning, by_cells, by_phase, forward_budget, pieces
 __all__ = ["Tuning", "compute_dtype", "conv2d_transpose", "conv2d_transpose_backward"]
 
 
+@on_one_blas_thread
 def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning()):
     """Forward pass; ``x`` in ``spec.data_format``, result in the same layout and dtype."""
     xp = array_namespace(x)

@@ -13,6 +13,7 @@ import array_api_extra as xpx
 from array_api_compat import device, is_jax_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
+from ._blas import matmul
 
 
 def to_channels_last(xp, a, spec: ConvTransposeSpec):
@@ -124,5 +125,5 @@ def grouped_matmul(xp, a, b):
     one matrix may copy it first.
     """
     if a.shape[0] == 1:
-        return xp.expand_dims(a[0, ...] @ b[0, ...], axis=0)
-    return xp.matmul(a, b)
+        return xp.expand_dims(matmul(xp, a[0, ...], b[0, ...]), axis=0)
+    return matmul(xp, a, b)

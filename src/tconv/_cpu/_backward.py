@@ -27,11 +27,13 @@ from array_api_compat import array_namespace, device, is_numpy_namespace, is_tor
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
                       itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last, zeros)
+from ._blas import on_one_blas_thread
 from ._placement import cells_by_stride
 from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_cells_budget,
                       pieces)
 
 
+@on_one_blas_thread
 def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=Tuning()):
     """Gradients (dx, dkernel, dbias) of the forward for an upstream gradient ``dy``."""
     xp = array_namespace(x)

@@ -39,6 +39,7 @@ from array_api_compat import is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
 from ._arrays import add_into, empty, in_caller_layout, itemsize, set_into, to_channels_last, zeros
+from ._blas import matmul
 from ._phases import input_windows
 from ._placement import cells_by_stride
 from ._tuning import Tuning, cells_budget, grid_pieces
@@ -113,11 +114,11 @@ def forward_by_cells(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
         if in_place:
             if scratch is None:     # the first piece is the largest
                 scratch = empty(xp, (rows.shape[0], width), x.dtype, device_)
-            products = xp.matmul(rows, weights, out=scratch[:rows.shape[0], ...])
+            products = matmul(xp, rows, weights, out=scratch[:rows.shape[0], ...])
             if bias is not None:
                 products = add_into(xp, products, ..., bias)
         else:
-            products = xp.matmul(rows, weights)
+            products = matmul(xp, rows, weights)
             if bias is not None:
                 products = products + bias
         products = xp.reshape(products, (n1 - n0, j1 - j0, *(a.rows for a in axes[1:]),

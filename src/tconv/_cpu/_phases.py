@@ -31,6 +31,7 @@ from array_api_compat import is_numpy_namespace
 
 from .._spec import ConvTransposeSpec
 from ._arrays import empty, in_caller_layout, itemsize, set_into
+from ._blas import matmul
 from ._tuning import Tuning, grid_pieces, phase_budget
 
 
@@ -172,6 +173,6 @@ def _multiply_phase(xp, out, windows, phase_kernel, combo, axes, n0, n1, j0, j1)
     rows = windows[(slice(None), *source, slice(None))]
     index = (slice(n0, n1), *target, slice(None))
     if is_numpy_namespace(xp):
-        xp.matmul(rows, phase_kernel, out=out[index])
+        matmul(xp, rows, phase_kernel, out=out[index])
         return out
-    return set_into(xp, out, index, xp.matmul(rows, phase_kernel))
+    return set_into(xp, out, index, matmul(xp, rows, phase_kernel))

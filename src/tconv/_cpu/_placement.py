@@ -30,6 +30,7 @@ import math
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, empty, grouped_matmul, in_caller_layout, kernel_by_group,
                       pixels_by_group, set_into, zeros)
+from ._blas import matmul
 from ._tuning import Tuning, multiplies_into_output, multiplies_into_scratch, taps_outermost
 
 
@@ -214,8 +215,8 @@ class _FiltersInnermost:
             for axis, tap in enumerate(taps):
                 index += [tap] if axis == 0 else [slice(None), tap]
             view = piece[tuple(index)]                    # (nb, rows, ..., W, s_last, F)
-            np.matmul(x_piece, np.matrix_transpose(kernel[taps]),
-                      out=np.reshape(view, (*view.shape[:-2], -1)))
+            matmul(np, x_piece, np.matrix_transpose(kernel[taps]),
+                   out=np.reshape(view, (*view.shape[:-2], -1)))
 
 
 class IntoUncropped(_FiltersInnermost):

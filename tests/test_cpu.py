@@ -1,6 +1,8 @@
 """The CPU path against the float64 direct-definition reference, over random geometries, for every
 installed namespace; and against torch autograd of ``conv_transpose2d``."""
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -358,14 +360,16 @@ class _torch_threads:
 # fixed blocks (_cpu/_blas.py). torch's are identical.
 @pytest.mark.parametrize("xp, path", [
     ("numpy", "measured"), ("torch", "measured"), ("numpy", "cells forward"),
-    ("torch", "cells forward"), ("numpy", "cells backward"),
-    ("torch", "cells backward")], indirect=["xp"])
+    ("torch", "cells forward"), ("numpy", "cells backward"), ("torch", "cells backward"),
+    ("numpy", "bands"), ("torch", "bands")], indirect=["xp"])
 def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monkeypatch):
-    """The measured paths, and the forward or the backward by cells forced on the same layer."""
+    """The measured paths, the forward or the backward by cells forced on the same layer, and
+    the forward in bands of two rows (placed in two turns of bands whose outputs do not meet)."""
     monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: path == "cells backward")
     namespace = "torch" if "torch" in xp.__name__ else "numpy"
     case = _thread_case()
-    run = _run_by_cells if path == "cells forward" else _run
+    run = {"cells forward": functools.partial(_run_tuned, _cpu.Tuning(by_cells=True)),
+           "bands": functools.partial(_run_tuned, _cpu.Tuning(piece_pixels=64))}.get(path, _run)
     with _limited(namespace, 1):
         one = run(xp, *case)
     with _limited(namespace, 2):
@@ -443,11 +447,31 @@ def test_the_callers_blas_limit_is_set_back_after_errors_and_concurrent_calls():
             np.testing.assert_array_equal(a, b)
 
 
-def _run_by_cells(xp, x, kernel, bias, dy, options):
+def _run_tuned(tuning, xp, x, kernel, bias, dy, options):
     spec = tconv.make_spec(x.shape, kernel.shape, **options)
-    y = _cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,
-                              tuning=_cpu.Tuning(by_cells=True))
-    return [np.asarray(y)]
+    return [np.asarray(_cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,
+                                             tuning=tuning))]
+
+
+@pytest.mark.parametrize("kernel_size, stride, dilation", [
+    (3, 2, 1), (4, 2, 1), (5, 2, 1), (16, 8, 1), (3, 1, 1), (3, 2, 3), (2, 3, 1), (7, 1, 2)])
+@pytest.mark.parametrize("band", [1, 2, 3, 5])
+def test_pieces_placed_in_one_turn_write_apart(kernel_size, stride, dilation, band):
+    """The forward's turns hold every piece once, and within a turn no two pieces reach the
+    same output row (input row i reaches rows i*s .. i*s + (k-1)*d of the uncropped output)."""
+    spec = tconv.make_spec((2, 11, 4, 3), (kernel_size, 1, 5, 3), strides=(stride, 1),
+                           dilation_rate=(dilation, 1))
+    chosen = _tuning.input_pieces(spec, band * 4)
+    turns = _tuning.disjoint_turns(spec, chosen)
+    assert sorted(piece for turn in turns for piece in turn) == sorted(chosen)
+    for turn in turns:
+        reached = set()
+        for n0, n1, r0, r1 in turn:
+            rows = {(n, row) for n in range(n0, n1)
+                    for row in range(r0 * stride, (r1 - 1) * stride
+                                     + (kernel_size - 1) * dilation + 1)}
+            assert not rows & reached
+            reached |= rows
 
 
 def _cpu_ticks_by_thread() -> dict:

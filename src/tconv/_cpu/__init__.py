@@ -49,7 +49,9 @@ Every result is a new C-contiguous array in the caller's layout, as TensorFlow a
 return.
 
 NumPy's GEMMs go in blocks fixed by their shapes, one BLAS thread each, shared out over the
-threads the caller allows (:mod:`._blas`), so the bits do not depend on the thread count.
+threads the caller allows (:mod:`._blas`), so the bits do not depend on the thread count; the
+forward's pieces go over the same threads, in turns of pieces whose outputs do not meet
+(:func:`._tuning.disjoint_turns`), so NumPy's adds run on every thread too.
 
 Modules: ``_blas`` (NumPy's GEMMs in fixed blocks), ``_arrays`` (layouts, dtype rule, buffers on
 huge pages, writes, the grouped GEMM),
@@ -67,11 +69,11 @@ from array_api_compat import array_namespace, device
 from .._spec import ConvTransposeSpec
 from ._arrays import compute_dtype, itemsize, to_channels_last
 from ._backward import conv2d_transpose_backward
-from ._blas import on_one_blas_thread
+from ._blas import on_one_blas_thread, share
 from ._cells import forward_by_cells
 from ._phases import forward_by_phase
 from ._placement import make_placement
-from ._tuning import Tuning, by_cells, by_phase, forward_budget, pieces
+from ._tuning import Tuning, by_cells, by_phase, disjoint_turns, forward_budget, pieces
 
 __all__ = ["Tuning", "compute_dtype", "conv2d_transpose", "conv2d_transpose_backward"]
 
@@ -92,8 +94,13 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
         return forward_by_phase(xp, x, kernel, bias, spec, tuning, out_dtype, device(x))
     placement = make_placement(xp, spec, tuning, bias, work, out_dtype, device(x))
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
-    for n0, n1, r0, r1 in pieces(spec, tuning, bytes_per_pixel, forward_budget(xp)):
+
+    def place(piece):
+        n0, n1, r0, r1 = piece
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
+
+    for turn in disjoint_turns(spec, pieces(spec, tuning, bytes_per_pixel, forward_budget(xp))):
+        share(place, turn)
     return placement.output(out_dtype)
 
 

@@ -40,11 +40,13 @@ MIN_ROWS = MIN_COLUMNS = 256
 # The same for a run of the reduction, where a GEMM's output is one block (a kernel's gradient).
 MIN_DEPTH = 1024
 
-_turn = threading.RLock()     # one NumPy call at a time computes (see the module docstring)
-_depth = 0                    # calls the thread holding the turn is inside
-_threads = 1                  # threads that thread's blocks are shared over
+_turn = threading.Lock()      # one NumPy call at a time computes (see the module docstring)
+# Per thread: ``threads``, the threads share() hands work out over, set while the thread computes
+# a NumPy call (the caller's BLAS limit) or work handed out to it (1, so nested work stays on it).
+_local = threading.local()
 _pool = None
 _pool_workers = 0
+_DONE = object()
 
 
 @functools.cache
@@ -62,20 +64,23 @@ def one_blas_thread(xp):
     if not is_numpy_namespace(xp):
         yield
         return
-    global _depth, _threads
+    if _threads_here():                             # nested in this thread's own call
+        yield
+        return
+    controller, libraries = _blas()
     with _turn:
-        if _depth:                                  # nested in this thread's own call
-            yield
-            return
-        controller, libraries = _blas()
         callers = min((library.get_num_threads() for library in libraries), default=1)
         with controller.limit(limits=1):
             limited = all(library.get_num_threads() == 1 for library in libraries)
-            _threads, _depth = (callers if limited else 1), 1
+            _local.threads = callers if limited else 1
             try:
                 yield
             finally:
-                _depth = 0
+                _local.threads = None
+
+
+def _threads_here():
+    return getattr(_local, "threads", None)
 
 
 def on_one_blas_thread(entry):
@@ -94,7 +99,7 @@ def matmul(xp, a, b, out=None):
     """``xp.matmul(a, b)``, into ``out`` when given (NumPy and torch only); on NumPy inside
     :func:`one_blas_thread`, in blocks of rows fixed by the shapes (see the module docstring).
     ``b`` is a matrix, or a stack as long as ``a``'s."""
-    if not (is_numpy_namespace(xp) and _depth):
+    if not (is_numpy_namespace(xp) and _threads_here()):
         return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
     if out is None:
         out = xp.empty((*a.shape[:-1], b.shape[-1]), dtype=xp.result_type(a, b))
@@ -109,7 +114,7 @@ def matmul(xp, a, b, out=None):
                   (b if b.ndim == 2 else b[(*lead, ...)])[..., columns],
                   out=out[(*lead, ..., rows, columns)])
 
-    _share(multiply, blocks)
+    share(multiply, blocks)
     return out
 
 
@@ -124,7 +129,7 @@ def _multiply_by_depth(xp, a, b, out):
         return
     runs = [slice(k0, k0 + depth) for k0 in range(0, k, depth)]
     partial = xp.empty((len(runs), *out.shape), dtype=out.dtype)
-    _share(lambda i: xp.matmul(a[..., runs[i]], b[..., runs[i], :], out=partial[i, ...]),
+    share(lambda i: xp.matmul(a[..., runs[i]], b[..., runs[i], :], out=partial[i, ...]),
            range(len(runs)))
     out[...] = partial[0, ...]
     for i in range(1, len(runs)):
@@ -155,24 +160,31 @@ def _multiple(count: int, tile: int) -> int:
     return -(-max(1, count) // tile) * tile
 
 
-def _share(work, blocks):
-    """``work(block)`` for every block, on the calling thread and up to ``_threads - 1``
-    workers, each taking the next block when done with one."""
-    helpers = min(_threads, len(blocks)) - 1
+def share(work, items):
+    """``work(item)`` for every item (blocks of a GEMM, or pieces of a layer whose writes do not
+    meet), on the calling thread and as many workers as its NumPy call allows more, each taking
+    the next item when done with one; outside a NumPy call, or nested in handed-out work, on the
+    calling thread alone."""
+    items = list(items)
+    helpers = min(_threads_here() or 1, len(items)) - 1
     if helpers <= 0:
-        for block in blocks:
-            work(block)
+        for item in items:
+            work(item)
         return
-    remaining = iter(blocks)
+    remaining = iter(items)
     take = threading.Lock()
 
     def drain():
-        while True:
-            with take:
-                block = next(remaining, None)
-            if block is None:
-                return
-            work(block)
+        before, _local.threads = _threads_here(), 1
+        try:
+            while True:
+                with take:
+                    item = next(remaining, _DONE)
+                if item is _DONE:
+                    return
+                work(item)
+        finally:
+            _local.threads = before
 
     futures = [_workers(helpers).submit(drain) for _ in range(helpers)]
     try:

@@ -234,3 +234,21 @@ def pieces(spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget
     if pixels is None:
         pixels = budget // bytes_per_pixel
     return input_pieces(spec, pixels)
+
+
+def disjoint_turns(spec: ConvTransposeSpec, chosen):
+    """The forward's pieces ``chosen`` in turns of pieces whose outputs do not meet, to be
+    placed at the same time. Runs of whole images never meet. A band of input rows writes output
+    rows up to ``(k - 1)*d`` past its last row's ``s``, as far as the next band's first ``reach =
+    (k - 1)*d // s`` rows write: bands meet nothing where that is 0, only their neighbours where
+    they are at least ``reach`` rows tall (two turns: even and odd bands), else they go one at a
+    time."""
+    if not chosen:
+        return []
+    band = chosen[0][3] - chosen[0][2]
+    reach = (spec.kernel_size[0] - 1) * spec.dilation_rate[0] // spec.strides[0]
+    if band == spec.in_spatial[0] or reach == 0:
+        return [chosen]
+    if band < reach:
+        return [[piece] for piece in chosen]
+    return [[piece for piece in chosen if piece[2] // band % 2 == parity] for parity in (0, 1)]

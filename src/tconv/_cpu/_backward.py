@@ -27,7 +27,7 @@ from array_api_compat import array_namespace, device, is_numpy_namespace, is_tor
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
                       itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last, zeros)
-from ._blas import on_one_blas_thread
+from ._blas import InOrder, on_one_blas_thread, share
 from ._placement import cells_by_stride
 from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_cells_budget,
                       pieces)
@@ -53,8 +53,11 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
                     backward_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
     whole = len(chosen) == 1 and spec.data_format == "channels_last"
     dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
-    dkernel = None                            # (G, taps*Fg, Cg), summed over the pieces
-    for n0, n1, r0, r1 in chosen:
+    dkernel = InOrder()                       # (G, taps*Fg, Cg), summed over the pieces
+
+    def backward_piece(numbered):
+        nonlocal dx
+        index, (n0, n1, r0, r1) = numbered
         windows = _windows(xp, dy, spec, n0, n1, r0, r1)                  # (G, pixels, taps*Fg)
         dx_piece = xp.permute_dims(grouped_matmul(xp, windows, kernel_rows), (1, 0, 2))
         dx_piece = xp.reshape(dx_piece, (n1 - n0, r1 - r0, *spec.in_spatial[1:], -1))
@@ -65,9 +68,11 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
             dx = set_into(xp, dx, (slice(n0, n1), slice(None), slice(r0, r1), ...), dx_piece)
         else:
             dx = set_into(xp, dx, (slice(n0, n1), slice(r0, r1), ...), dx_piece)
-        part = grouped_matmul(xp, xp.matrix_transpose(windows),
-                              pixels_by_group(xp, x[n0:n1, r0:r1, ...], spec.groups))
-        dkernel = part if dkernel is None else dkernel + part
+        dkernel.add(index, grouped_matmul(xp, xp.matrix_transpose(windows),
+                                          pixels_by_group(xp, x[n0:n1, r0:r1, ...], spec.groups)))
+
+    share(backward_piece, enumerate(chosen))
+    dkernel = dkernel.total
     if dkernel is None:                       # an empty batch
         dkernel = xp.zeros(kernel_rows.shape, dtype=work, device=device(x))
     dkernel = xp.reshape(dkernel, (spec.groups, *spec.kernel_size, spec.filters_per_group, -1))
@@ -90,8 +95,11 @@ def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tunin
     chosen = pieces(spec, tuning, bytes_per_pixel,
                     backward_cells_budget(xp, spec, spans, bytes_per_pixel, itemsize(xp, work)))
     dx = empty(xp, spec.input_shape, out_dtype, device(x))
-    dkernel = xp.zeros(weights.shape, dtype=work, device=device(x))
-    for n0, n1, r0, r1 in chosen:
+    dkernel = InOrder()
+
+    def backward_piece(numbered):
+        nonlocal dx
+        index, (n0, n1, r0, r1) = numbered
         # The piece's cells on a grid padded by span - 1 cells per axis; laid flat, a pixel's
         # shifted cells are a fixed number of rows on, so each shift is one row range of them.
         grid = (n1 - n0, r1 - r0 + spans[0] - 1,
@@ -119,7 +127,7 @@ def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tunin
         for shift, offset in enumerate(offsets):
             x_shifted = set_into(xp, x_shifted, (slice(None), slice(offset, offset + rows),
                                                  slice(shift * cg, (shift + 1) * cg)), x_grid)
-        dkernel = dkernel + grouped_matmul(xp, xp.matrix_transpose(cells), x_shifted)
+        dkernel.add(index, grouped_matmul(xp, xp.matrix_transpose(cells), x_shifted))
         dx_piece = xp.reshape(xp.permute_dims(dx_grid, (1, 0, 2)), (*grid, spec.in_channels))
         dx_piece = xp.astype(from_channels_last(xp, dx_piece[inside], spec), out_dtype,
                              copy=False)
@@ -127,6 +135,11 @@ def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tunin
             dx = set_into(xp, dx, (slice(n0, n1), slice(None), slice(r0, r1), ...), dx_piece)
         else:
             dx = set_into(xp, dx, (slice(n0, n1), slice(r0, r1), ...), dx_piece)
+
+    share(backward_piece, enumerate(chosen))
+    dkernel = dkernel.total
+    if dkernel is None:                       # an empty batch
+        dkernel = xp.zeros(weights.shape, dtype=work, device=device(x))
     return dx, _taps_of_cells(xp, dkernel, spec, spans)
 
 

@@ -194,6 +194,23 @@ def share(work, items):
             future.result()
 
 
+class InOrder:
+    """A sum of parts numbered 0, 1, 2, ... handed in from any thread in any order, added as
+    ``(p0 + p1) + p2 ...`` as soon as the next is in: the same bits whichever thread computed
+    which part, each part kept only until its turn."""
+
+    def __init__(self):
+        self.total, self._next, self._waiting, self._lock = None, 0, {}, threading.Lock()
+
+    def add(self, number: int, part):
+        with self._lock:
+            self._waiting[number] = part
+            while self._next in self._waiting:
+                part = self._waiting.pop(self._next)
+                self.total = part if self.total is None else self.total + part
+                self._next += 1
+
+
 def _workers(count: int) -> ThreadPoolExecutor:
     """The pool, with at least ``count`` workers (called while holding the turn)."""
     global _pool, _pool_workers

@@ -361,14 +361,19 @@ class _torch_threads:
 @pytest.mark.parametrize("xp, path", [
     ("numpy", "measured"), ("torch", "measured"), ("numpy", "cells forward"),
     ("torch", "cells forward"), ("numpy", "cells backward"), ("torch", "cells backward"),
-    ("numpy", "bands"), ("torch", "bands")], indirect=["xp"])
+    ("numpy", "phases"), ("numpy", "bands"), ("torch", "bands")], indirect=["xp"])
 def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monkeypatch):
-    """The measured paths, the forward or the backward by cells forced on the same layer, and
-    the forward in bands of two rows (placed in two turns of bands whose outputs do not meet)."""
+    """The measured paths, the forward by cells or by phase or the backward by cells forced on
+    the same layer (in pieces of 64 pixels or cells: NumPy computes them on both threads), and
+    the forward and backward in bands of two rows (the forward's placed in two turns of bands
+    whose outputs do not meet)."""
     monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: path == "cells backward")
     namespace = "torch" if "torch" in xp.__name__ else "numpy"
     case = _thread_case()
-    run = {"cells forward": functools.partial(_run_tuned, _cpu.Tuning(by_cells=True)),
+    run = {"cells forward": functools.partial(_run_tuned, _cpu.Tuning(by_cells=True,
+                                                                      piece_pixels=64)),
+           "phases": functools.partial(_run_tuned, _cpu.Tuning(by_phase=True, piece_pixels=64)),
+           "cells backward": functools.partial(_run_tuned, _cpu.Tuning(piece_pixels=64)),
            "bands": functools.partial(_run_tuned, _cpu.Tuning(piece_pixels=64))}.get(path, _run)
     with _limited(namespace, 1):
         one = run(xp, *case)
@@ -449,8 +454,10 @@ def test_the_callers_blas_limit_is_set_back_after_errors_and_concurrent_calls():
 
 def _run_tuned(tuning, xp, x, kernel, bias, dy, options):
     spec = tconv.make_spec(x.shape, kernel.shape, **options)
-    return [np.asarray(_cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,
-                                             tuning=tuning))]
+    x, kernel, bias, dy = (xp.asarray(a) for a in (x, kernel, bias, dy))
+    return [np.asarray(a) for a in (
+        _cpu.conv2d_transpose(x, kernel, bias, spec, tuning=tuning),
+        *_cpu.conv2d_transpose_backward(dy, x, kernel, spec, tuning=tuning))]
 
 
 @pytest.mark.parametrize("kernel_size, stride, dilation", [

@@ -34,12 +34,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
 from ._arrays import add_into, empty, in_caller_layout, itemsize, set_into, to_channels_last, zeros
-from ._blas import matmul
+from ._blas import matmul, share
 from ._phases import input_windows
 from ._placement import cells_by_stride
 from ._tuning import Tuning, cells_budget, grid_pieces
@@ -104,17 +105,22 @@ def forward_by_cells(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
     if cells is None:
         cells = cells_budget(xp) // ((columns + width) * itemsize(xp, x.dtype))
     row_cells = math.prod(axis.rows for axis in axes[1:])
-    scratch = None
+    scratch = {}                # per thread, one products buffer its pieces reuse
     rank = spec.rank
     # (nb, rows..., s..., F) -> (nb, rows_1, s_1, ..., F): the output's order.
     order = (0, *(a for i in range(1, rank + 1) for a in (i, i + rank)), 2 * rank + 1)
-    for n0, n1, j0, j1 in grid_pieces(spec.batch, axes[0].rows, row_cells, cells):
+
+    def multiply_piece(piece):      # pieces' outputs do not meet: each cell its own outputs
+        nonlocal full
+        n0, n1, j0, j1 = piece
         windows = input_windows(xp, x[n0:n1, ...], axes, j0, j1, False, device_)
         rows = xp.reshape(windows, (-1, columns))
         if in_place:
-            if scratch is None:     # the first piece is the largest
-                scratch = empty(xp, (rows.shape[0], width), x.dtype, device_)
-            products = matmul(xp, rows, weights, out=scratch[:rows.shape[0], ...])
+            buffer = scratch.get(threading.get_ident())
+            if buffer is None or buffer.shape[0] < rows.shape[0]:
+                buffer = scratch[threading.get_ident()] = empty(
+                    xp, (rows.shape[0], width), x.dtype, device_)
+            products = matmul(xp, rows, weights, out=buffer[:rows.shape[0], ...])
             if bias is not None:
                 products = add_into(xp, products, ..., bias)
         else:
@@ -128,6 +134,8 @@ def forward_by_cells(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
         else:
             full = set_into(xp, full, (slice(n0, n1), slice(j0, j1), ...),
                             xp.permute_dims(products, order))
+
+    share(multiply_piece, grid_pieces(spec.batch, axes[0].rows, row_cells, cells))
     if in_place:
         return out
     full = xp.reshape(full, (spec.batch, *(a.rows * a.stride for a in axes), spec.filters))

@@ -31,7 +31,7 @@ from array_api_compat import is_numpy_namespace
 
 from .._spec import ConvTransposeSpec
 from ._arrays import empty, in_caller_layout, itemsize, set_into
-from ._blas import matmul
+from ._blas import matmul, share
 from ._tuning import Tuning, grid_pieces, phase_budget
 
 
@@ -79,10 +79,15 @@ def forward_by_phase(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
         if pixels is None:
             pixels = phase_budget(xp) // (columns * itemsize(xp, x.dtype))
         row_pixels = math.prod(axis.rows for axis in axes[1:])
-        for n0, n1, j0, j1 in grid_pieces(spec.batch, axes[0].rows, row_pixels, pixels):
+
+        def multiply_piece(piece):      # pieces' outputs do not meet: one window, one cell
+            nonlocal out
+            n0, n1, j0, j1 = piece
             windows = input_windows(xp, x[n0:n1, ...], axes, j0, j1, bias is not None, device_)
             for combo, phase_kernel in phases:
                 out = _multiply_phase(xp, out, windows, phase_kernel, combo, axes, n0, n1, j0, j1)
+
+        share(multiply_piece, grid_pieces(spec.batch, axes[0].rows, row_pixels, pixels))
     if spec.data_format == "channels_last" and x.dtype == out_dtype:
         return out
     return in_caller_layout(xp, out, spec, out_dtype)

@@ -99,7 +99,8 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
         n0, n1, r0, r1 = piece
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
 
-    for turn in disjoint_turns(spec, pieces(spec, tuning, bytes_per_pixel, forward_budget(xp))):
+    chosen = pieces(xp, spec, tuning, bytes_per_pixel, forward_budget(xp))
+    for turn in disjoint_turns(spec, chosen):
         share(place, turn)
     return placement.output(out_dtype)
 

@@ -24,6 +24,9 @@ WORKSPACE_BYTES = 256 * 2**20
 # MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB
 # (wall, best of 10).
 PHASE_WINDOW_BYTES = 4 * 2**20
+# NumPy computes a layer's pieces on the caller's threads (_blas.share), where its adds and
+# copies run on every thread: a layer that fits one piece is cut into this many.
+NUMPY_MIN_PIECES = 4
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
 # torch's strided adds of short runs beat NumPy's (see taps_outermost): by cells, torch needs the
@@ -228,11 +231,14 @@ def grid_pieces(batch: int, rows: int, row_pixels: int, pixels: int):
             for n in range(batch) for r0 in range(0, rows, band)]
 
 
-def pieces(spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):
-    """The pieces ``tuning`` asks for, else those whose workspace fits ``budget`` bytes."""
+def pieces(xp, spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):
+    """The pieces ``tuning`` asks for, else those whose workspace fits ``budget`` bytes, and on
+    NumPy at least :data:`NUMPY_MIN_PIECES`."""
     pixels = tuning.piece_pixels
     if pixels is None:
         pixels = budget // bytes_per_pixel
+        if is_numpy_namespace(xp):
+            pixels = min(pixels, -(-spec.batch * math.prod(spec.in_spatial) // NUMPY_MIN_PIECES))
     return input_pieces(spec, pixels)
 
 

@@ -481,6 +481,31 @@ def test_pieces_placed_in_one_turn_write_apart(kernel_size, stride, dilation, ba
             reached |= rows
 
 
+def _forward_in_child(queue, x, kernel, bias, options):
+    queue.put(tconv.conv2d_transpose(x, kernel, bias, backend="cpu", **options))
+
+
+def test_a_child_forked_after_a_call_computes_the_same():
+    """The threads tconv shares NumPy's work over do not survive a fork (a DataLoader's workers,
+    multiprocessing): a child forked after a call computes, and gets the same bits."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    x, kernel, bias, _, options = _thread_case()
+    expected = tconv.conv2d_transpose(x, kernel, bias, backend="cpu", **options)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forward_in_child, args=(queue, x, kernel, bias, options))
+    child.start()
+    try:
+        np.testing.assert_array_equal(queue.get(timeout=60), expected)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+
+
 def _cpu_ticks_by_thread() -> dict:
     """utime + stime per thread of this process, in clock ticks (Linux /proc)."""
     import os

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import itertools
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -191,7 +192,8 @@ def share(work, items):
         drain()
     finally:
         for future in futures:
-            future.result()
+            if not future.cancel():         # one that never started has nothing left to do
+                future.result()
 
 
 class InOrder:
@@ -219,3 +221,14 @@ def _workers(count: int) -> ThreadPoolExecutor:
             _pool.shutdown(wait=False)
         _pool, _pool_workers = ThreadPoolExecutor(count, thread_name_prefix="tconv"), count
     return _pool
+
+
+def _forget_threads():
+    """In a forked child: the pool's workers and a turn held by another thread stayed behind."""
+    global _turn, _pool, _pool_workers, _local
+    _turn, _pool, _pool_workers, _local = threading.Lock(), None, 0, threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
+

@@ -380,6 +380,30 @@ def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monke
         np.testing.assert_array_equal(a, b)
 
 
+
+def test_the_backward_by_shifts_is_bitwise_identical_whatever_the_thread_count(monkeypatch):
+    """The rank-1 backward by shifts where the rule takes it (torch, long input; NumPy keeps
+    the windows, covered above): GEMMs large enough for torch to split them across threads."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    by_shifts, ran = _backward._backward_by_shifts, []
+    monkeypatch.setattr(_backward, "_backward_by_shifts",
+                        lambda *args: ran.append(args) or by_shifts(*args))
+    rng = np.random.default_rng(3)
+    x, kernel = (rng.standard_normal(shape, dtype=np.float32)
+                 for shape in ((4, 1024, 64), (4, 32, 64)))
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=2, padding="same",
+                           data_format="channels_last")
+    assert _tuning.backward_by_shifts(torch, spec, _cpu.Tuning())
+    dy = rng.standard_normal(spec.output_shape, dtype=np.float32)
+    grads = {}
+    for threads in (1, 2):
+        with _limited("torch", threads):
+            grads[threads] = tconv.conv_transpose_backward(
+                *(torch.from_numpy(a) for a in (dy, x, kernel)), strides=2, padding="same")
+    assert len(ran) == 2
+    for one, two in zip(grads[1], grads[2]):
+        np.testing.assert_array_equal(one.numpy(), two.numpy())
+
 def _run_by_cells(xp, x, kernel, bias, dy, options):
     spec = tconv.make_spec(x.shape, kernel.shape, **options)
     y = _cpu.conv2d_transpose(*(xp.asarray(a) for a in (x, kernel, bias)), spec,

@@ -158,13 +158,16 @@ def backward_by_shifts(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     78, torch 83 -> 72 and 93 -> 72; up2 (k16 s8, 256) NumPy 128 -> 126 and 129 -> 121, torch
     142 -> 131 and 163 -> 128; up1 (32 samples: short GEMMs) lost, 57 -> 74 / 60 -> 92.
     Forward+backward on torch inputs (one thread, CPU time, best of 7): up4 113 -> 73 (torch's
-    conv_transpose1d 115), up3 149 -> 120 (178).
+    conv_transpose1d 115), up3 149 -> 120 (178); two threads, wall, best of 20 at load 2-3
+    (08:00): up4 71 -> 48 (torch's best 68), up3 114 -> 89 (119).
     Two threads, wall, best of 15-20, interleaved: torch up4 73 -> 42 and 139 -> 96 (torch's own
     conv_transpose1d 41, 121), up3 110 -> 69 and 221 -> 144 (69, 150), up2 121 -> 119, 242 ->
     271, 103 -> 262 (even to worse); NumPy lost at that load (up4 47 -> 41 once, then 96 -> 185
     and 196 -> 264; up3 90 -> 131, 116 -> 238): its four 2-thread OpenBLAS calls (against the
     windows' two; the gather they save is one-threaded) each stall when the other agents hold a
-    core, while one-threaded it won (NumPy alone, wall: up4 122 -> 67, up2 219 -> 203). Hence
+    core (at load 3, 08:01, best of 15 even, up4 99 -> 98, up3 65 -> 64, but up4's median 129 ->
+    3244: single calls of its dkernel GEMM, 64 x 64 reducing over 65534 rows, stalled for
+    seconds), while one-threaded it won (NumPy alone, wall: up4 122 -> 67, up2 219 -> 203). Hence
     torch from 1024 samples (SHIFTS_MIN_ROWS) and ``k > s``; NumPy (on an idle machine, and
     under the row-block GEMMs) is unmeasured, as are JAX and the other namespaces."""
     applies = (spec.rank == 1 and spec.groups == 1 and spec.dilation_rate == (1,)

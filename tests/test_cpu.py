@@ -452,6 +452,35 @@ def test_the_callers_blas_limit_is_set_back_after_errors_and_concurrent_calls():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+def test_the_backward_by_shifts_is_bitwise_identical_whatever_the_thread_count(namespace,
+                                                                              monkeypatch):
+    """The rank-1 backward by shifts where the rule takes it (torch, long input), and forced on
+    NumPy: GEMMs large enough for BLAS and torch to split them across threads."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    by_shifts, ran = _backward._backward_by_shifts, []
+    monkeypatch.setattr(_backward, "_backward_by_shifts",
+                        lambda *args: ran.append(args) or by_shifts(*args))
+    if namespace == "numpy":
+        monkeypatch.setattr(_backward, "backward_by_shifts", lambda *args: True)
+    rng = np.random.default_rng(3)
+    x, kernel = (rng.standard_normal(shape, dtype=np.float32)
+                 for shape in ((4, 1024, 64), (4, 32, 64)))
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=2, padding="same",
+                           data_format="channels_last")
+    assert _tuning.backward_by_shifts(torch, spec, _cpu.Tuning())
+    dy = rng.standard_normal(spec.output_shape, dtype=np.float32)
+    convert = torch.from_numpy if namespace == "torch" else np.asarray
+    grads = {}
+    for threads in (1, 2):
+        with _limited(namespace, threads):
+            grads[threads] = tconv.conv_transpose_backward(
+                *(convert(a) for a in (dy, x, kernel)), strides=2, padding="same")
+    assert len(ran) == 2
+    for one, two in zip(grads[1], grads[2]):
+        np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
+
+
 def _run_tuned(tuning, xp, x, kernel, bias, dy, options):
     spec = tconv.make_spec(x.shape, kernel.shape, **options)
     x, kernel, bias, dy = (xp.asarray(a) for a in (x, kernel, bias, dy))
@@ -891,6 +920,19 @@ def _cell_case(size, kernel_size, strides, dilation_rate, padding, output_paddin
                 use_bias=False)
 
 
+def _check_gradients(xp, grads, expected, to_layout, passed, copies):
+    """The gradients against the reference's ``expected``, ``dx`` in the caller's layout
+    (``to_layout``) and C-contiguous, all float64; nothing the caller ``passed`` written to."""
+    np.testing.assert_allclose(np.asarray(grads[0]), to_layout(expected[0]), rtol=1e-10,
+                               atol=1e-10)
+    for got, ref in zip(grads[1:], expected[1:]):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
+    assert all(a.dtype == xp.float64 for a in grads)
+    assert np.asarray(grads[0]).flags.c_contiguous and grads[0].ndim == expected[0].ndim
+    for a, before in zip(passed, copies):
+        np.testing.assert_array_equal(a, before)
+
+
 @pytest.mark.parametrize("xp", ["numpy", "array_api_strict", "torch", "jax.numpy"],
                          indirect=True)
 @pytest.mark.parametrize("geometry", CELL_GEOMETRIES,
@@ -919,15 +961,8 @@ def test_backward_by_cells_matches_reference(xp, geometry, piece_pixels):
     grads = _cpu.conv2d_transpose_backward(
         *(xp.asarray(a) for a in passed), spec,
         tuning=_cpu.Tuning(backward_by_cells=True, piece_pixels=piece_pixels))
-    expected = reference.backward(dy, x, kernel, **ref_options)
-    np.testing.assert_allclose(np.asarray(grads[0]), to_layout(expected[0]), rtol=1e-10,
-                               atol=1e-10)
-    for got, ref in zip(grads[1:], expected[1:]):
-        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
-    assert all(a.dtype == xp.float64 for a in grads)
-    assert np.asarray(grads[0]).flags.c_contiguous and grads[0].ndim == rank + 2
-    for a, before in zip(passed, copies):
-        np.testing.assert_array_equal(a, before)
+    _check_gradients(xp, grads, reference.backward(dy, x, kernel, **ref_options), to_layout,
+                     passed, copies)
 
 
 @pytest.mark.parametrize("geometry", [CELL_GEOMETRIES[2], CELL_GEOMETRIES[3]],
@@ -957,3 +992,102 @@ def test_the_backward_goes_by_cells_where_it_was_measured_to_win():
     assert not chosen(np, (1, 8, 8, 4), (4, 4, 2, 4), strides=4)
     assert not chosen(np, (1, 64, 64, 256), (4, 4, 64, 256), strides=2, padding="same")
     assert not chosen(np, (16, 64, 64, 64), (3, 3, 32, 64), strides=2, padding="same")
+
+
+# (length, kernel, stride, padding, output_padding, data_format): the rank-1 backward by cell
+# shifts, forced. 'same' keeps dy's images length*s long, so runs of images are one flat run of
+# cells (pixels between them read across an image's edge: taken back); 'valid', crops and
+# output_padding make them longer (one image a piece); a kernel of one shift (k == s); pixels
+# with no window inside dy at all.
+SHIFT_GEOMETRIES = [
+    (7, 4, 2, "same", None, "channels_last"),
+    (6, 16, 8, "same", None, "channels_first"),
+    (5, 6, 3, "valid", None, "channels_last"),
+    (5, 4, 2, ((3, 0),), 1, "channels_first"),
+    (4, 2, 2, ((1, 0),), None, "channels_last"),
+    (1, 4, 1, "same", None, "channels_last"),
+]
+
+
+@in_place_namespaces
+@pytest.mark.parametrize("geometry", SHIFT_GEOMETRIES,
+                         ids=[f"k{g[1]}s{g[2]}-{i}" for i, g in enumerate(SHIFT_GEOMETRIES)])
+@pytest.mark.parametrize("piece", ["rows", "images", "whole"])
+def test_backward_by_shifts_matches_reference(xp, geometry, piece, monkeypatch):
+    """Forced, in pieces of one row, of two images (of three) or whole; the caller's layout and
+    dtype back, nothing it passed written to."""
+    length, k, s, padding, output_padding, fmt = geometry
+    rng = np.random.default_rng(0)
+    x, kernel = rng.standard_normal((3, length, 2)), rng.standard_normal((k, 3, 2))
+    ref_options = dict(strides=s, padding=padding,
+                       output_padding=None if output_padding is None else (output_padding,))
+    dy = rng.standard_normal(reference.forward(x, kernel, **ref_options).shape)
+    to_layout = (lambda a: np.moveaxis(a, -1, 1)) if fmt == "channels_first" else (lambda a: a)
+    spec = tconv.make_spec(to_layout(x).shape, kernel.shape, strides=s, padding=padding,
+                           output_padding=output_padding, data_format=fmt)
+    by_shifts, ran = _backward._backward_by_shifts, []
+    monkeypatch.setattr(_backward, "_backward_by_shifts",
+                        lambda *args: ran.append(args) or by_shifts(*args))
+    passed = [to_layout(dy), to_layout(x), kernel]        # NumPy and torch share their memory
+    copies = [a.copy() for a in passed]
+    pixels = {"rows": 1, "images": 2 * length, "whole": None}[piece]
+    grads = _cpu.conv2d_transpose_backward(
+        *(xp.asarray(a) for a in passed), spec,
+        tuning=_cpu.Tuning(backward_by_shifts=True, piece_pixels=pixels))
+    assert ran
+    _check_gradients(xp, grads, reference.backward(dy, x, kernel, **ref_options), to_layout,
+                     passed, copies)
+
+
+def test_a_non_finite_dkernel_by_shifts_takes_the_windows():
+    """The shifts take back the shares of pixels that read across an image's edge; an Inf there
+    gives Inf - Inf. On a shape the rule sends to the shifts, such a dkernel is recomputed by
+    the windows: the same Inf and NaN as the windows, where the forced shifts give NaN."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    x, kernel = rng.standard_normal((2, 1024, 2)), rng.standard_normal((4, 3, 2))
+    spec = tconv.make_spec(x.shape, kernel.shape, strides=2, padding="same",
+                           data_format="channels_last")
+    assert _tuning.backward_by_shifts(torch, spec, _cpu.Tuning())
+    dy = rng.standard_normal(spec.output_shape)
+    dy[1, 0, 0] = np.inf          # read across the edge by image 0's last pixel
+
+    def backward(by_shifts):
+        grads = _cpu.conv2d_transpose_backward(
+            *(torch.from_numpy(a) for a in (dy, x, kernel)), spec,
+            tuning=_cpu.Tuning(backward_by_shifts=by_shifts))
+        return [g.numpy() for g in grads]
+
+    chosen, windows, forced = backward(None), backward(False), backward(True)
+    for got, want in zip(chosen, windows):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-12)
+    assert np.isinf(windows[1]).any() and np.isnan(forced[1]).any()
+
+
+def test_the_backward_goes_by_shifts_where_it_was_measured_to_win():
+    import torch
+
+    def chosen(xp, shape, kernel_shape, tuning=_cpu.Tuning(), **options):
+        spec = tconv.make_spec(shape, kernel_shape, data_format="channels_last", **options)
+        return _tuning.backward_by_shifts(xp, spec, tuning)
+
+    up3, up4 = ((16, 2048, 128), (4, 64, 128)), ((16, 4096, 64), (4, 32, 64))
+    for x_shape, kernel_shape in (up3, up4):
+        assert chosen(torch, x_shape, kernel_shape, strides=2, padding="same")
+        assert not chosen(np, x_shape, kernel_shape, strides=2, padding="same")
+    assert not chosen(torch, (16, 256, 256), (16, 128, 256), strides=8, padding="same")  # up2
+    assert not chosen(torch, (16, 32, 512), (16, 256, 512), strides=8, padding="same")   # up1
+    assert not chosen(torch, *up3, strides=2, padding="same", dilation_rate=2)
+    assert not chosen(torch, up3[0], (4, 32, 128), strides=2, padding="same", groups=2)
+    assert not chosen(torch, up3[0], (3, 64, 128), strides=2, padding="same")          # k % s
+    assert not chosen(torch, up3[0], (2, 64, 128), strides=2)                          # k == s
+    jnp = pytest.importorskip("jax.numpy")
+    assert not chosen(jnp, *up3, strides=2, padding="same")
+    # Asked for, it goes where it applies only.
+    forced = _cpu.Tuning(backward_by_shifts=True)
+    assert chosen(np, (1, 3, 2), (8, 2, 2), forced, strides=8)
+    assert not chosen(np, (1, 3, 3, 2), (4, 4, 2, 2), forced, strides=2)
+    assert not chosen(np, (1, 3, 2), (3, 2, 2), forced, strides=2)

@@ -189,9 +189,8 @@ TINY_CASES = {
 }
 
 
-@pytest.mark.parametrize("data_format", DATA_FORMATS)
-@pytest.mark.parametrize("case", TINY_CASES.values(), ids=TINY_CASES.keys())
-def test_torch_autograd_double_backward_and_compile(torch, case, data_format):
+def _torch_leaves_and_forward(torch, case, data_format):
+    """The case's arrays (NumPy) and as torch leaves in ``data_format``, and the user's call."""
     x, kernel, bias = _arrays(case, seed=4)
     inputs = tuple(torch.tensor(a, requires_grad=True)
                    for a in (_to_format(x, data_format), kernel, bias))
@@ -199,6 +198,13 @@ def test_torch_autograd_double_backward_and_compile(torch, case, data_format):
     def forward(x, kernel, bias):
         return tconv.conv_transpose(x, kernel, bias, data_format=data_format, **case[-1])
 
+    return (x, kernel, bias), inputs, forward
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("case", TINY_CASES.values(), ids=TINY_CASES.keys())
+def test_torch_autograd_double_backward_and_compile(torch, case, data_format):
+    (x, kernel, bias), inputs, forward = _torch_leaves_and_forward(torch, case, data_format)
     assert torch.autograd.gradcheck(forward, inputs)
     assert torch.autograd.gradgradcheck(forward, inputs)
     compiled = torch.compile(forward, fullgraph=True, backend="aot_eager")
@@ -212,6 +218,27 @@ def test_torch_autograd_double_backward_and_compile(torch, case, data_format):
     np.testing.assert_allclose(_from_format(inputs[0].grad.numpy(), data_format), ref_dx,
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(inputs[1].grad.numpy(), ref_dkernel, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("data_format", DATA_FORMATS)
+@pytest.mark.parametrize("case", [CASES["1d-s8-k16-hifigan"], CASES["1d-s2-pad1-op1"]],
+                         ids=["same", "crop-op"])
+def test_torch_autograd_through_the_backward_by_shifts(torch, case, data_format, monkeypatch):
+    """torch autograd from the user's call with the backward by shifts forced: gradcheck's
+    finite differences, and the gradients of a random dy against the reference."""
+    asked = []
+    monkeypatch.setattr(_backward, "backward_by_shifts", lambda *args: asked.append(args) or True)
+    (x, kernel, _), inputs, forward = _torch_leaves_and_forward(torch, case, data_format)
+    assert torch.autograd.gradcheck(forward, inputs)
+    options = _reference_options(case[-1], case[0])
+    dy = np.random.default_rng(5).standard_normal(reference.forward(x, kernel, **options).shape)
+    grads = torch.autograd.grad(forward(*inputs), inputs, torch.tensor(_to_format(dy, data_format)))
+    expected = reference.backward(dy, x, kernel, **options)
+    np.testing.assert_allclose(_from_format(grads[0].numpy(), data_format), expected[0],
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads[1].numpy(), expected[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads[2].numpy(), expected[2], rtol=1e-12, atol=1e-12)
+    assert asked
 
 
 @pytest.mark.parametrize("data_format", DATA_FORMATS)
@@ -259,16 +286,20 @@ def test_jax_jit_and_grad(case):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("case", [CASES["1d-d2-same-op0"], CASES["3d-s3-same-op-crop-depth"]],
-                         ids=["rank1", "rank3"])
-def test_jax_jit_and_grad_through_the_backward_by_cells(case, monkeypatch):
-    """The backward over cells (forced) traced by ``jax.jit``, and differentiated by ``jax.grad``:
-    ``dx`` is the forward's transpose applied to ``dy``, so the gradient of ``<dx, w>`` with
-    respect to ``dy`` is the forward of ``w``."""
+@pytest.mark.parametrize("case, rule", [
+    (CASES["1d-d2-same-op0"], "backward_by_cells"),
+    (CASES["3d-s3-same-op-crop-depth"], "backward_by_cells"),
+    (CASES["1d-s8-k16-hifigan"], "backward_by_shifts"),
+    (CASES["1d-s2-pad1-op1"], "backward_by_shifts"),
+], ids=["cells-rank1", "cells-rank3", "shifts-same", "shifts-crop-op"])
+def test_jax_jit_and_grad_through_the_backward_by_cells_and_shifts(case, rule, monkeypatch):
+    """The backward over cells and by shifts (forced) traced by ``jax.jit``, and differentiated
+    by ``jax.grad``: ``dx`` is the forward's transpose applied to ``dy``, so the gradient of
+    ``<dx, w>`` with respect to ``dy`` is the forward of ``w``."""
     jax = pytest.importorskip("jax", reason="jax is not installed")
     jax.config.update("jax_enable_x64", True)
     asked = []
-    monkeypatch.setattr(_backward, "backward_by_cells", lambda *args: asked.append(args) or True)
+    monkeypatch.setattr(_backward, rule, lambda *args: asked.append(args) or True)
     x, kernel, _ = _arrays(case, seed=5)
     options = _reference_options(case[-1], case[0])
     dy = np.random.default_rng(6).standard_normal(reference.forward(x, kernel, **options).shape)

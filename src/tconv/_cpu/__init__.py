@@ -44,7 +44,10 @@ GEMMs; where many taps share a cell of ``s`` output pixels per axis and the gath
 (fcn_x8's k16 s8: 256 tap slices of 21 values per pixel; chosen by
 :func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells instead, laid
 flat so that every cell shift is a row offset: one GEMM for ``dx`` (then adds of shifted row
-ranges) and one for ``dkernel``.
+ranges) and one for ``dkernel``. Long rank-1 torch inputs whose kernel is a whole number of
+strides (HiFi-GAN's k4 s2 layers; :func:`._tuning.backward_by_shifts`) gather nothing: each cell
+shift of every pixel's window is a view of ``dy`` itself, one GEMM per shift for ``dx`` (torch's
+``addmm_`` accumulating) and one for ``dkernel``.
 Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch
 return.
 

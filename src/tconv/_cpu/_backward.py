@@ -1,5 +1,5 @@
-"""The CPU backward, for 1, 2 or 3 spatial axes alike, two ways
-(:func:`._tuning.backward_by_cells` chooses):
+"""The CPU backward, for 1, 2 or 3 spatial axes alike, two ways, and a third for rank 1
+(:func:`._tuning.backward_by_cells` and :func:`._tuning.backward_by_shifts` choose):
 
 - by windows: ``dx`` is the strided correlation of ``dy`` with the kernel and ``dkernel`` the
   GEMM of the same ``dy`` windows with ``x`` over batch x space; each piece of the input gathers
@@ -14,23 +14,35 @@
   of the cells by ``x`` placed at each shift's offset gives every shift's ``dkernel``. No
   windows; the grid's padding rows are computed and dropped, and where ``k`` is not a multiple
   of ``s`` the weights hold zeros, so it pays only where the gather dominates.
+- by shifts (rank 1, undilated, ungrouped, ``k`` a multiple of ``s``): pixel ``i``'s window is
+  the ``k*F`` values of ``dy`` from index ``i*s - pad_before`` on, contiguous in a channels-last
+  image, so its ``k/s`` cell shifts are, for every pixel at once, ``(pixels, s*F)`` views of
+  ``dy`` (rows ``s*F`` apart; a run of images is one such run where each image of ``dy`` is
+  ``length*s`` long, as 'same' makes it): ``dx`` is ``k/s`` GEMMs of those views accumulated
+  into its rows, ``dkernel`` one GEMM per shift with ``x``; nothing is copied. Pixels whose
+  window crosses their image's edge (a few per image) get their ``dx`` rows from their
+  zero-padded windows, and where a run of images holds them, their shares of ``dkernel`` from
+  the views (the next image's values) are taken back and their windows' added.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
 import array_api_extra as xpx
-from array_api_compat import array_namespace, device, is_numpy_namespace, is_torch_namespace
+from array_api_compat import (array_namespace, device, is_jax_namespace, is_numpy_namespace,
+                              is_torch_namespace)
 
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
-                      itemsize, kernel_by_group, pixels_by_group, set_into, to_channels_last, zeros)
-from ._blas import InOrder, on_one_blas_thread, share
+                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, set_into,
+                      to_channels_last, zeros)
+from ._blas import InOrder, matmul, on_one_blas_thread, share
 from ._placement import cells_by_stride
-from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_cells_budget,
-                      pieces)
+from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_by_shifts,
+                      backward_cells_budget, input_pieces, pieces)
 
 
 @on_one_blas_thread
@@ -47,6 +59,17 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
         dbias = xp.sum(dy, axis=tuple(range(spec.rank + 1)))
         return (dx, xp.astype(dkernel, out_dtype, copy=False),
                 xp.astype(dbias, out_dtype, copy=False))
+    if backward_by_shifts(xp, spec, tuning):
+        dx, dkernel = _backward_by_shifts(xp, dy, x, xp.astype(kernel, work, copy=False), spec,
+                                          tuning, work, out_dtype)
+        # Inf - Inf from the shares taken back (see _backward_by_shifts) is NaN where the
+        # windows give Inf: a non-finite dkernel the rule chose this way (NumPy, torch) is
+        # recomputed by them; a forced choice, or a traced JAX array, keeps its own.
+        if (tuning.backward_by_shifts or is_jax_namespace(xp)
+                or bool(xp.all(xp.isfinite(dkernel)))):
+            dbias = xp.sum(dy, axis=(0, 1))
+            return (dx, xp.astype(dkernel, out_dtype, copy=False),
+                    xp.astype(dbias, out_dtype, copy=False))
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     chosen = pieces(xp, spec, tuning, bytes_per_pixel,
@@ -141,6 +164,95 @@ def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tunin
     if dkernel is None:                       # an empty batch
         dkernel = xp.zeros(weights.shape, dtype=work, device=device(x))
     return dx, _taps_of_cells(xp, dkernel, spec, spans)
+
+
+def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuning, work,
+                        out_dtype):
+    """The rank-1 backward by cell shifts (see the module docstring): ``dy`` and ``x``
+    channels-last in the compute dtype ``work``, ``kernel`` in Keras' layout ``(k, F, C)``;
+    returns ``dx`` (the caller's layout, ``out_dtype``) and ``dkernel`` (``work``)."""
+    (k,), (s,), (pad,), (out,), (length,) = (spec.kernel_size, spec.strides, spec.pad_before,
+                                             spec.out_spatial, spec.in_spatial)
+    batch, channels, cell = spec.batch, spec.in_channels, s * spec.filters
+    shifts = k // s
+    # Pixels lo..hi-1 read a window inside their own image's dy; the others cross its edge.
+    lo = min(length, max(0, -(-pad // s)))
+    hi = min(length, max(lo, (out + pad - k) // s + 1))
+    kernel_shifts = xp.reshape(kernel, (shifts, cell, channels))   # tap delta*s + rho, filter f
+    kernel_rows = xp.reshape(kernel, (k * spec.filters, channels))
+    dy_flat, x_rows = xp.reshape(dy, (-1,)), xp.reshape(x, (-1, channels))
+    dx = empty(xp, (batch * length, channels), work, device(x))
+    dkernel = zeros(xp, (shifts, cell, channels), work, device(x))
+    # Runs of images share one flat row stride only where an image of dy is length cells long.
+    pixels = tuning.piece_pixels or batch * length
+    for n0, n1, r0, r1 in input_pieces(spec, pixels if out == length * s else min(pixels, length)):
+        first, stop = n0 * length + max(r0, lo), (n1 - 1) * length + min(r1, hi)
+        if lo < hi and first < stop:
+            # Pixel g's window is the k*F values of dy from its offset on: shift delta of every
+            # pixel at once is one (rows, s*F) view of dy, a row of s*F values per pixel.
+            offset = (n0 * out + max(r0, lo) * s - pad) * spec.filters
+            cells = [xp.reshape(dy_flat[offset + delta * cell:
+                                        offset + (delta + stop - first) * cell],
+                                (stop - first, cell)) for delta in range(shifts)]
+            dx = _multiply_shifts_into(xp, dx, slice(first, stop), cells, kernel_shifts)
+            rows = x_rows[first:stop, ...]
+            parts = [grouped_matmul(xp, xp.matrix_transpose(cells[delta])[None, ...],
+                                    rows[None, ...])[0, ...] for delta in range(shifts)]
+            # Pixels between the piece's images read across an image's edge: their shares are
+            # taken back here (their dx rows are set below).
+            crossing = [g - first for n in range(n0, n1)
+                        for i in itertools.chain(range(lo), range(hi, length))
+                        if first <= (g := n * length + i) < stop]
+            if crossing:
+                taken = xp.asarray(crossing, device=device(x))
+                crossing_rows = xp.take(rows, taken, axis=0)
+                # Inf - Inf here is the caller's check (conv2d_transpose_backward), not a warning.
+                with (xp.errstate(invalid="ignore") if is_numpy_namespace(xp)
+                      else contextlib.nullcontext()):
+                    parts = [part - matmul(xp, xp.matrix_transpose(xp.take(shifted, taken,
+                                                                           axis=0)),
+                                           crossing_rows) for shifted, part in zip(cells, parts)]
+            dkernel = dkernel + xp.stack(parts)
+        # The pixels whose windows cross their image's edge, by their zero-padded windows.
+        for e0, e1 in ((r0, min(r1, lo)), (max(r0, hi), r1)):
+            if e0 < e1:
+                windows = _windows(xp, dy, spec, n0, n1, e0, e1)[0, ...]   # (pixels, k*F)
+                dx_images = set_into(xp, xp.reshape(dx, (batch, length, channels)),
+                                     (slice(n0, n1), slice(e0, e1), slice(None)),
+                                     xp.reshape(matmul(xp, windows, kernel_rows),
+                                                (n1 - n0, e1 - e0, -1)))
+                dx = xp.reshape(dx_images, (-1, channels))
+                edge_rows = xp.reshape(x[n0:n1, e0:e1, ...], (-1, channels))
+                dkernel = dkernel + xp.reshape(matmul(xp, xp.matrix_transpose(windows), edge_rows),
+                                               dkernel.shape)
+    dx = xp.reshape(dx, (batch, length, channels))
+    if spec.data_format != "channels_last" or work != out_dtype:
+        dx = in_caller_layout(xp, dx, spec, out_dtype)
+    return dx, xp.reshape(dkernel, spec.kernel_shape)
+
+
+def _multiply_shifts_into(xp, dx, rows, cells, kernel_shifts):
+    """``dx[rows] = sum over shifts of cells[delta] @ kernel_shifts[delta]``: NumPy by BLAS into
+    the rows themselves (one more product for each later shift, added), torch by ``addmm_``
+    accumulating there; elsewhere the sum is set."""
+    if is_numpy_namespace(xp):
+        target = dx[rows, ...]
+        matmul(xp, cells[0], kernel_shifts[0, ...], out=target)
+        scratch = None
+        for delta in range(1, len(cells)):
+            scratch = matmul(xp, cells[delta], kernel_shifts[delta, ...], out=scratch)
+            target += scratch
+        return dx
+    if is_torch_namespace(xp):
+        target = dx[rows, ...]
+        xp.mm(cells[0], kernel_shifts[0, ...], out=target)
+        for delta in range(1, len(cells)):
+            target.addmm_(cells[delta], kernel_shifts[delta, ...])
+        return dx
+    products = cells[0] @ kernel_shifts[0, ...]
+    for delta in range(1, len(cells)):
+        products = products + cells[delta] @ kernel_shifts[delta, ...]
+    return set_into(xp, dx, (rows, slice(None)), products)
 
 
 def _cell_weights(xp, kernel, spec: ConvTransposeSpec, spans):

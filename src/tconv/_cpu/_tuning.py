@@ -29,6 +29,8 @@ PHASE_WINDOW_BYTES = 4 * 2**20
 NUMPY_MIN_PIECES = 4
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
+# Rank-1 inputs at least this long take the backward by shifts (see backward_by_shifts).
+SHIFTS_MIN_ROWS = 1024
 # torch's strided adds of short runs beat NumPy's (see taps_outermost): by cells, torch needs the
 # placements' adds to move this many times more values than NumPy does (see by_cells).
 TORCH_ADDS_SPEEDUP = 1.25
@@ -41,13 +43,16 @@ class Tuning:
     ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
     (:mod:`._phases`) instead of multiply-then-place; ``by_cells``: the forward by cells
     (:mod:`._cells`; by cells, ``piece_pixels`` counts cells); ``backward_by_cells``: the
-    backward over cells of ``dy`` instead of windows (:mod:`._backward`). ``None``: measured."""
+    backward over cells of ``dy`` instead of windows (:mod:`._backward`); ``backward_by_shifts``:
+    the rank-1 backward by cell shifts where it applies (:func:`backward_by_shifts`). ``None``:
+    measured."""
 
     piece_pixels: int | None = None
     taps_outermost: bool | None = None
     by_phase: bool | None = None
     by_cells: bool | None = None
     backward_by_cells: bool | None = None
+    backward_by_shifts: bool | None = None
 
 
 def by_phase(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
@@ -142,6 +147,38 @@ def backward_by_cells(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
             and spec.dilation_rate == (1,) * spec.rank and math.prod(spec.strides) >= 16
             and spec.kernel_size != spec.strides
             and all(k % s == 0 for k, s in zip(spec.kernel_size, spec.strides)))
+
+
+def backward_by_shifts(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
+    """Whether the rank-1 backward goes by cell shifts (:mod:`._backward`): GEMMs straight on
+    views of ``dy``, no windows gathered.
+
+    It applies to rank 1, undilated, ungrouped, ``k`` a multiple of ``s`` (a :class:`Tuning`
+    asks for it there only). Measured against the windows on the shared 2-core VM, 2026-11-26
+    07:10-07:51 (load 3-5: another agent's A/B and test runs; backward, ms, windows -> shifts):
+    one thread, CPU time, best of 5-7, two runs: HiFi-GAN up4 (k4 s2, 4096 samples) NumPy 61 ->
+    55 and 69 -> 50, torch 60 -> 44 and 77 -> 49; up3 (k4 s2, 2048) NumPy 78 -> 76 and 82 ->
+    78, torch 83 -> 72 and 93 -> 72; up2 (k16 s8, 256) NumPy 128 -> 126 and 129 -> 121, torch
+    142 -> 131 and 163 -> 128; up1 (32 samples: short GEMMs) lost, 57 -> 74 / 60 -> 92.
+    Forward+backward on torch inputs (one thread, CPU time, best of 7): up4 113 -> 73 (torch's
+    conv_transpose1d 115), up3 149 -> 120 (178); two threads, wall, best of 20 at load 2-3
+    (08:00): up4 71 -> 48 (torch's best 68), up3 114 -> 89 (119).
+    Two threads, wall, best of 15-20, interleaved: torch up4 73 -> 42 and 139 -> 96 (torch's own
+    conv_transpose1d 41, 121), up3 110 -> 69 and 221 -> 144 (69, 150), up2 121 -> 119, 242 ->
+    271, 103 -> 262 (even to worse); NumPy lost at that load (up4 47 -> 41 once, then 96 -> 185
+    and 196 -> 264; up3 90 -> 131, 116 -> 238): its four 2-thread OpenBLAS calls (against the
+    windows' two; the gather they save is one-threaded) each stall when the other agents hold a
+    core (at load 3, 08:01, best of 15 even, up4 99 -> 98, up3 65 -> 64, but up4's median 129 ->
+    3244: single calls of its dkernel GEMM, 64 x 64 reducing over 65534 rows, stalled for
+    seconds), while one-threaded it won (NumPy alone, wall: up4 122 -> 67, up2 219 -> 203). Hence
+    torch from 1024 samples (SHIFTS_MIN_ROWS) and ``k > s``; NumPy (on an idle machine, and
+    under the row-block GEMMs) is unmeasured, as are JAX and the other namespaces."""
+    applies = (spec.rank == 1 and spec.groups == 1 and spec.dilation_rate == (1,)
+               and spec.kernel_size[0] % spec.strides[0] == 0)
+    if tuning.backward_by_shifts is not None:
+        return tuning.backward_by_shifts and applies
+    return (is_torch_namespace(xp) and applies and spec.kernel_size != spec.strides
+            and spec.in_spatial[0] >= SHIFTS_MIN_ROWS)
 
 
 def backward_cells_budget(xp, spec: ConvTransposeSpec, spans, bytes_per_pixel: int,

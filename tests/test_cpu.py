@@ -214,6 +214,26 @@ def test_low_precision_accumulates_in_float32(xp, dtype_name, tol):
     np.testing.assert_allclose(np.asarray(y).astype(np.float64), expected, atol=tol * scale)
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_torch_backward_in_pieces_of_half_precision(data_format):
+    """torch's pieces multiply straight into dx only where its rows lie contiguous in the compute
+    dtype; a float16 dx, in either layout, takes each row through one reused float32 buffer."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    rng = np.random.default_rng(0)
+    x, kernel = rng.standard_normal((2, 4, 5, 6)), rng.standard_normal((3, 3, 4, 6))
+    spec = tconv.make_spec(_to_layout(x, data_format).shape, kernel.shape, strides=2,
+                           padding="same", data_format=data_format)
+    dy = rng.standard_normal((2, 8, 10, 4))
+    half = [torch.tensor(_to_layout(a, data_format), dtype=torch.float16) for a in (dy, x)]
+    grads = _cpu.conv2d_transpose_backward(*half, torch.tensor(kernel, dtype=torch.float16), spec,
+                                           tuning=_cpu.Tuning(piece_pixels=1))
+    rounded = [np.asarray(a, np.float16).astype(np.float64) for a in (dy, x, kernel)]
+    expected = reference.backward(*rounded, strides=2, padding="same")
+    for got, ref in zip(grads, (_to_layout(expected[0], data_format), *expected[1:])):
+        assert got.dtype == torch.float16
+        np.testing.assert_allclose(got.double().numpy(), ref, atol=2e-2 * np.abs(ref).max())
+
+
 @given(geometries())
 def test_backward_matches_torch_autograd(g):
     _check_against_torch_autograd(g)

@@ -58,12 +58,13 @@ def test_tconv_torch_is_a_lazy_submodule():
 
 def test_eager_torch_calls_import_no_compiler():
     """Dynamo (with sympy: 150 MB of RSS, 2 s) comes with torch.compile, never with an eager
-    call: forward and backward, data_format=None (read as torch.compile keeps it constant)."""
+    call: forward and backward, data_format=None (read as torch.compile keeps it constant); nor
+    does torch.onnx (1.5 MB), which an eager call asks only whether an export is running."""
     pytest.importorskip("torch", reason="torch is not installed")
     probe = ("import sys, torch, tconv; x = torch.ones(1, 3, 3, 2, requires_grad=True); "
              "tconv.conv_transpose(x, torch.ones(2, 2, 3, 2), strides=2).sum().backward(); "
              "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] for m in sys.modules "
-             "if m.startswith(('torch._dynamo', 'torch._inductor', 'sympy.'))}))")
+             "if m.startswith(('torch._dynamo', 'torch._inductor', 'torch.onnx', 'sympy.'))}))")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"

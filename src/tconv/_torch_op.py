@@ -26,6 +26,7 @@ Imported by the dispatcher only when the caller's arrays are torch tensors.
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import torch
@@ -322,9 +323,19 @@ def _onnx_conv_transpose(x, kernel, bias, spec: ConvTransposeSpec):
 # ------------------------------------------------------------------------------- the route
 
 
+def _in_onnx_export() -> bool:
+    """``torch.onnx.is_in_onnx_export()`` without importing ``torch.onnx`` in an eager caller's
+    process (1.5 MB of RSS on the first call): an export has imported it. Traced code asks torch
+    itself, which Dynamo folds to a constant."""
+    if torch.compiler.is_compiling():
+        return torch.onnx.is_in_onnx_export()
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
 def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """The forward on torch tensors: differentiable, traceable, exportable."""
-    if torch.onnx.is_in_onnx_export():
+    if _in_onnx_export():
         return _onnx_conv_transpose(x, kernel, bias, spec)
     return _ConvTranspose.apply(x, kernel, bias, *_op_options(spec))
 

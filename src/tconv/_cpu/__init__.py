@@ -22,7 +22,8 @@ pixel. The input goes through in pieces (runs of images, or bands along the firs
 of one image) whose products fit in cache, so they are placed while still in cache. Where every
 output cell takes exactly one product (kernel == stride) and the input has few channels, NumPy
 multiplies straight into the output instead (``matmul(out=)``), with no products array at all;
-torch multiplies every piece into one reused products buffer, the bias added by the GEMM.
+torch multiplies every piece of every placement into one reused products buffer (a set-once
+one's bias added by the GEMM).
 
 Long rank-1 inputs (HiFi-GAN's k4 s2 layers) go by stride phase instead (:mod:`._phases`, chosen
 by :func:`._tuning.by_phase`): per phase one GEMM of shared input windows by the phase's taps
@@ -38,16 +39,19 @@ the cells multiply window zeros by taps and taps' zero rows by pixels, so NaN an
 outputs there than the definition says: a measured choice of either takes a finite kernel (a
 non-finite one goes to the placements).
 
-Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (from that piece's
-zero-padded slab of ``dy``, never a padded copy of all of it) feeds the ``dx`` and ``dkernel``
-GEMMs; where many taps share a cell of ``s`` output pixels per axis and the gather is the cost
-(fcn_x8's k16 s8: 256 tap slices of 21 values per pixel; chosen by
-:func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells instead, laid
-flat so that every cell shift is a row offset: one GEMM for ``dx`` (then adds of shifted row
-ranges) and one for ``dkernel``. Long rank-1 torch inputs whose kernel is a whole number of
-strides (HiFi-GAN's k4 s2 layers; :func:`._tuning.backward_by_shifts`) gather nothing: each cell
-shift of every pixel's window is a view of ``dy`` itself, one GEMM per shift for ``dx`` (torch's
-``addmm_`` accumulating) and one for ``dkernel``.
+Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (each tap's strided slice
+of ``dy`` copied into one buffer every piece reuses, zeros where it falls outside ``dy``) feeds
+the ``dx`` and ``dkernel`` GEMMs; on torch a piece makes no tensor at all (``dx`` rows multiplied
+into ``dx``, ``dkernel`` summed by ``addmm_``: a tensor per piece took new heap each piece, see
+:func:`._arrays.reused`), so its pieces hold at most a cache size of windows
+(:func:`._tuning.backward_windows_budget`); where many taps share a cell of ``s`` output pixels
+per axis and the gather is the cost (fcn_x8's k16 s8: 256 tap slices of 21 values per pixel;
+chosen by :func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells
+instead, laid flat so that every cell shift is a row offset: one GEMM for ``dx`` (then adds of
+shifted row ranges) and one for ``dkernel``. Long rank-1 torch inputs whose kernel is a whole
+number of strides (HiFi-GAN's k4 s2 layers; :func:`._tuning.backward_by_shifts`) gather
+nothing: each cell shift of every pixel's window is a view of ``dy`` itself, one GEMM per shift
+for ``dx`` (torch's ``addmm_`` accumulating) and one for ``dkernel``.
 Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch
 return.
 

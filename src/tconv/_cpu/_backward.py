@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 
 import array_api_extra as xpx
 from array_api_compat import (array_namespace, device, is_jax_namespace, is_numpy_namespace,
@@ -37,12 +38,12 @@ from array_api_compat import (array_namespace, device, is_jax_namespace, is_nump
 
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
-                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, set_into,
-                      to_channels_last, zeros)
+                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, reused,
+                      set_into, to_channels_last, zeros)
 from ._blas import InOrder, matmul, on_one_blas_thread, share
 from ._placement import cells_by_stride
-from ._tuning import (Tuning, backward_budget, backward_by_cells, backward_by_shifts,
-                      backward_cells_budget, input_pieces, pieces)
+from ._tuning import (Tuning, backward_by_cells, backward_by_shifts, backward_cells_budget,
+                      backward_windows_budget, input_pieces, pieces, pieces_make_no_tensors)
 
 
 @on_one_blas_thread
@@ -73,15 +74,25 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
     chosen = pieces(xp, spec, tuning, bytes_per_pixel,
-                    backward_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
+                    backward_windows_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
     whole = len(chosen) == 1 and spec.data_format == "channels_last"
     dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
     dkernel = InOrder()                       # (G, taps*Fg, Cg), summed over the pieces
+    torch_dkernel = None                      # torch's instead, summed by addmm_ (_torch_piece)
+    buffers = {}                              # per thread, its windows' and dx pieces', reused
 
     def backward_piece(numbered):
-        nonlocal dx
+        nonlocal dx, torch_dkernel
         index, (n0, n1, r0, r1) = numbered
-        windows = _windows(xp, dy, spec, n0, n1, r0, r1)                  # (G, pixels, taps*Fg)
+        buffer, dx_buffer = buffers.get(threading.get_ident(), (None, None))
+        windows, buffer = _windows(xp, dy, spec, n0, n1, r0, r1, buffer)  # (G, pixels, taps*Fg)
+        buffers[threading.get_ident()] = buffer, dx_buffer
+        if pieces_make_no_tensors(xp, spec) and not whole:     # torch: one thread, in order
+            torch_dkernel, dx_buffer = _torch_piece(xp, windows[0, ...], kernel_rows[0, ...],
+                                                    x[n0:n1, r0:r1, ...], dx, torch_dkernel,
+                                                    dx_buffer, spec, (n0, n1, r0, r1))
+            buffers[threading.get_ident()] = buffer, dx_buffer
+            return
         dx_piece = xp.permute_dims(grouped_matmul(xp, windows, kernel_rows), (1, 0, 2))
         dx_piece = xp.reshape(dx_piece, (n1 - n0, r1 - r0, *spec.in_spatial[1:], -1))
         dx_piece = xp.astype(from_channels_last(xp, dx_piece, spec), out_dtype, copy=False)
@@ -95,7 +106,7 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
                                           pixels_by_group(xp, x[n0:n1, r0:r1, ...], spec.groups)))
 
     share(backward_piece, enumerate(chosen))
-    dkernel = dkernel.total
+    dkernel = dkernel.total if torch_dkernel is None else torch_dkernel
     if dkernel is None:                       # an empty batch
         dkernel = xp.zeros(kernel_rows.shape, dtype=work, device=device(x))
     dkernel = xp.reshape(dkernel, (spec.groups, *spec.kernel_size, spec.filters_per_group, -1))
@@ -103,6 +114,33 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     dkernel = xp.reshape(dkernel, spec.kernel_shape)
     dbias = xp.sum(dy, axis=tuple(range(spec.rank + 1)))
     return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
+
+
+def _torch_piece(torch, windows, kernel_rows, x_piece, dx, dkernel, dx_buffer,
+                 spec: ConvTransposeSpec, piece):
+    """One of several pieces of the backward by windows on torch (one group), making no tensor
+    (a tensor per piece takes new heap each piece on torch: :func:`._arrays.reused`): the piece's
+    rows of ``dx`` by ``mm`` straight into ``dx`` where they are contiguous there (channels-last
+    in the compute dtype), else into ``dx_buffer`` and set into ``dx``; ``dkernel`` (``None``
+    before the first piece) summed by ``addmm_``. Returns ``(dkernel, dx_buffer)``."""
+    n0, n1, r0, r1 = piece
+    x_rows = torch.reshape(x_piece, (-1, spec.in_channels))
+    if dkernel is None:
+        dkernel = torch.unsqueeze(windows.T @ x_rows, 0)
+    else:
+        dkernel[0, ...].addmm_(windows.T, x_rows)
+    if spec.data_format == "channels_last" and dx.dtype == windows.dtype:
+        torch.mm(windows, kernel_rows, out=dx[n0:n1, r0:r1, ...].view(-1, spec.in_channels))
+        return dkernel, dx_buffer
+    dx_buffer, dx_rows = reused(torch, dx_buffer, (windows.shape[0], spec.in_channels),
+                                windows.dtype, windows.device)
+    torch.mm(windows, kernel_rows, out=dx_rows)
+    dx_piece = from_channels_last(torch, torch.reshape(
+        dx_rows, (n1 - n0, r1 - r0, *spec.in_spatial[1:], -1)), spec)
+    index = ((slice(n0, n1), slice(None), slice(r0, r1), ...)
+             if spec.data_format == "channels_first" else (slice(n0, n1), slice(r0, r1), ...))
+    dx[index] = dx_piece
+    return dkernel, dx_buffer
 
 
 def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuning, work, out_dtype):
@@ -216,7 +254,7 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
         # The pixels whose windows cross their image's edge, by their zero-padded windows.
         for e0, e1 in ((r0, min(r1, lo)), (max(r0, hi), r1)):
             if e0 < e1:
-                windows = _windows(xp, dy, spec, n0, n1, e0, e1)[0, ...]   # (pixels, k*F)
+                windows = _windows(xp, dy, spec, n0, n1, e0, e1, None)[0][0, ...]  # (pixels, k*F)
                 dx_images = set_into(xp, xp.reshape(dx, (batch, length, channels)),
                                      (slice(n0, n1), slice(e0, e1), slice(None)),
                                      xp.reshape(matmul(xp, windows, kernel_rows),
@@ -330,36 +368,81 @@ def _slab(xp, dy, spec: ConvTransposeSpec, n0, n1, firsts, stops):
     return slab
 
 
-def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1):
-    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg).
-
-    Along each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d
-    - pad_before`` of ``dy``: the piece's slab of ``dy`` (the indices its pixels meet) is
-    zero-padded where those fall outside ``dy``, the slab alone, so the copy is a piece's worth
-    (a padded copy of the whole ``dy`` doubled a 3-D layer's memory); with nothing outside, the
-    slab is a view."""
-    starts, lengths = (r0,) + (0,) * (spec.rank - 1), (r1 - r0, *spec.in_spatial[1:])
-    geometry = list(zip(starts, lengths, spec.kernel_size, spec.strides, spec.dilation_rate,
-                        spec.pad_before))
-    slab = _slab(xp, dy, spec, n0, n1,
+def _piece_slab(xp, dy, spec: ConvTransposeSpec, n0, n1, geometry):
+    """The slab of ``dy`` that the piece's pixels meet (``geometry``: per axis the piece's
+    ``(start, length, k, s, d, pad_before)``), zero-padded where it falls outside ``dy``."""
+    return _slab(xp, dy, spec, n0, n1,
                  [start * s - pad for start, _, _, s, _, pad in geometry],
                  [(start + length - 1) * s + (k - 1) * d - pad + 1
                   for start, length, k, s, d, pad in geometry])
+
+
+def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, buffer):
+    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg), and the
+    buffer holding them (``buffer``, the previous piece's, where it is large enough: see
+    :func:`._arrays.reused`).
+
+    Along each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d
+    - pad_before`` of ``dy``. NumPy and torch copy each tap's strided slice of ``dy`` into the
+    buffer and set zeros where it falls outside ``dy`` (a zero-padded slab of ``dy`` to stack from
+    cost a copy of the piece's ``dy``: 16 MB on HiFi-GAN's up2 and up4); other namespaces stack
+    the tap slices of the piece's zero-padded slab (the slab alone, never a padded copy of all of
+    ``dy``, which doubled a 3-D layer's memory)."""
+    starts, lengths = (r0,) + (0,) * (spec.rank - 1), (r1 - r0, *spec.in_spatial[1:])
+    geometry = list(zip(starts, lengths, spec.kernel_size, spec.strides, spec.dilation_rate,
+                        spec.pad_before))
     pixels, taps = (n1 - n0) * math.prod(lengths), math.prod(spec.kernel_size)
+    in_place = is_numpy_namespace(xp) or is_torch_namespace(xp)
+    if in_place:
+        buffer, stacked = reused(xp, buffer, (n1 - n0, *lengths, taps, spec.filters), dy.dtype,
+                                 device(dy))
     if spec.kernel_size == spec.strides and spec.dilation_rate == (1,) * spec.rank:
         # Kernel == stride: each pixel's window is its own cell of s values per axis, so the
         # windows are the slab's cells reordered by one copy (unet3d_k2's backward: 550 -> 450
         # ms on NumPy, 455 -> 418 on torch against stacking its 8 tap slices; the same bits).
+        slab = _piece_slab(xp, dy, spec, n0, n1, geometry)
         cells = xp.reshape(slab, (n1 - n0, *cells_by_stride(lengths, spec.strides), -1))
         rank = spec.rank
         order = (0, *range(1, 2 * rank, 2), *range(2, 2 * rank + 1, 2), 2 * rank + 1)
-        stacked = xp.reshape(xp.permute_dims(cells, order), (pixels, taps, -1))
+        if in_place:
+            stacked = xp.reshape(stacked, (n1 - n0, *lengths, *spec.kernel_size, -1))
+            stacked[...] = xp.permute_dims(cells, order)
+        else:
+            stacked = xp.permute_dims(cells, order)
+    elif in_place:
+        taps_firsts_bounds = []
+        for tap in itertools.product(*(range(k) for k in spec.kernel_size)):
+            firsts = [start * s + t * d - pad
+                      for t, (start, _, _, s, d, pad) in zip(tap, geometry)]
+            # Pixel i of the piece reads dy index first + i*s: inside dy for i in [lo, hi).
+            bounds = [(min(length, max(0, -(first // s))),
+                       max(0, min(length, (out - 1 - first) // s + 1)))
+                      for first, (_, length, _, s, _, _), out
+                      in zip(firsts, geometry, spec.out_spatial)]
+            taps_firsts_bounds.append((firsts, bounds))
+        # Zeros first, for every tap at once: along each axis, the pixels some tap reads outside
+        # dy (one fill per edge rather than per tap); each tap's copy then overwrites its inside.
+        for axis, length in enumerate(lengths):
+            lo = max(bounds[axis][0] for _, bounds in taps_firsts_bounds)
+            hi = min(bounds[axis][1] for _, bounds in taps_firsts_bounds)
+            for outside in (slice(0, lo), slice(max(lo, hi), length)):
+                if outside.start < outside.stop:
+                    target = [slice(None)] * (spec.rank + 3)
+                    target[axis + 1] = outside
+                    stacked[tuple(target)] = 0
+        for index, (firsts, bounds) in enumerate(taps_firsts_bounds):
+            if all(lo < hi for lo, hi in bounds):
+                stacked[(slice(None), *(slice(lo, hi) for lo, hi in bounds), index)] = dy[(
+                    slice(n0, n1), *(slice(first + lo * s, first + (hi - 1) * s + 1, s)
+                                     for first, (lo, hi), s in zip(firsts, bounds, spec.strides)),
+                    slice(None))]
     else:
+        slab = _piece_slab(xp, dy, spec, n0, n1, geometry)
         windows = [slab[(slice(None), *(
             slice(t * d, t * d + (length - 1) * s + 1, s)
             for t, d, s, length in zip(tap, spec.dilation_rate, spec.strides, lengths)),
             slice(None))]
                    for tap in itertools.product(*(range(k) for k in spec.kernel_size))]
-        stacked = xp.reshape(xp.stack(windows, axis=spec.rank + 1), (pixels, taps, -1))
-    grouped = by_group(xp, stacked, spec.groups, 2)                        # (G, pixels, taps, Fg)
-    return xp.reshape(grouped, (spec.groups, grouped.shape[1], -1))
+        stacked = xp.stack(windows, axis=spec.rank + 1)
+    grouped = by_group(xp, xp.reshape(stacked, (pixels, taps, -1)), spec.groups, 2)
+    return xp.reshape(grouped, (spec.groups, grouped.shape[1], -1)), buffer

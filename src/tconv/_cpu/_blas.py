@@ -198,8 +198,9 @@ def share(work, items):
 
 class InOrder:
     """A sum of parts numbered 0, 1, 2, ... handed in from any thread in any order, added as
-    ``(p0 + p1) + p2 ...`` as soon as the next is in: the same bits whichever thread computed
-    which part, each part kept only until its turn."""
+    ``(p0 + p1) + p2 ...`` as soon as the next is in (into part 0, in place where the namespace
+    allows): the same bits whichever thread computed which part, each part kept only until its
+    turn."""
 
     def __init__(self):
         self.total, self._next, self._waiting, self._lock = None, 0, {}, threading.Lock()
@@ -209,7 +210,10 @@ class InOrder:
             self._waiting[number] = part
             while self._next in self._waiting:
                 part = self._waiting.pop(self._next)
-                self.total = part if self.total is None else self.total + part
+                if self.total is None:
+                    self.total = part
+                else:
+                    self.total += part
                 self._next += 1
 
 

@@ -39,7 +39,7 @@ import threading
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
-from ._arrays import add_into, empty, in_caller_layout, itemsize, set_into, to_channels_last, zeros
+from ._arrays import add_into, empty, in_caller_layout, itemsize, set_into, to_channels_last
 from ._blas import matmul, share
 from ._phases import input_windows
 from ._placement import cells_by_stride

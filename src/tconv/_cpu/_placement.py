@@ -19,7 +19,8 @@ A buffer starts as the bias (zeros without one), so the products add onto it; wh
 takes exactly one product (kernel == stride on every axis, nothing cropped), the products plus
 the bias are set into an unset one instead: no fill, no adds (on NumPy, BLAS writes them there
 itself: ``_FiltersInnermost._multiply_into_output``; on torch, ``addmm`` adds the bias into a
-products buffer every piece reuses: ``_multiply_into_scratch``).
+products buffer every piece reuses: ``_multiply_into_scratch``, where torch multiplies the pieces
+of the other placements with filters innermost too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, empty, grouped_matmul, in_caller_layout, kernel_by_group,
-                      pixels_by_group, set_into, zeros)
+                      pixels_by_group, reused, set_into, zeros)
 from ._blas import matmul
 from ._tuning import Tuning, multiplies_into_output, multiplies_into_scratch, taps_outermost
 
@@ -123,10 +124,12 @@ class _FiltersInnermost:
             len(blocks) == 1 and blocks[0] == (0, stride, 0, 0) and cells == length
             for blocks, stride, cells, length
             in zip(self.blocks, spec.strides, self.cells, spec.in_spatial))
+        self.scratch = None
         if self.set_once:
-            self.bias, self.scratch = bias, None
+            self.bias = bias
             self.full = empty(xp, shape, dtype, device_)
-        else:
+        else:       # the buffer starts as the bias
+            self.bias = None
             self.full = _starting_buffer(xp, shape, bias, dtype, device_)
 
     def add(self, x_piece, kernel, n0: int, r0: int):
@@ -137,12 +140,15 @@ class _FiltersInnermost:
         if self.set_once and multiplies_into_output(xp, spec):
             self._multiply_into_output(x_piece, kernel, n0, r0)
             return
-        if self.set_once and multiplies_into_scratch(xp, spec):
-            products = self._multiply_into_scratch(x_piece, kernel)
-            index = (slice(n0, n0 + nb), slice(r0, r0 + piece_spatial[0]), ...)
-            self.full = set_into(xp, self.full, index, xp.permute_dims(xp.reshape(
-                products, (nb, *piece_spatial, *spec.kernel_size, spec.filters)),
-                _interleaved(spec.rank)))
+        order = _interleaved(spec.rank)
+        if multiplies_into_scratch(xp, spec):
+            products = xp.reshape(self._multiply_into_scratch(x_piece, kernel),
+                                  (nb, *piece_spatial, *spec.kernel_size, spec.filters))
+            if self.set_once:
+                index = (slice(n0, n0 + nb), slice(r0, r0 + piece_spatial[0]), ...)
+                self.full = set_into(xp, self.full, index, xp.permute_dims(products, order))
+            else:
+                self._add_blocks(products, n0, r0)
             return
         fg = spec.filters_per_group
         # (G, pixels, Cg) @ (G, Cg, taps*Fg), then filters innermost: (N, *spatial, *taps, G*Fg).
@@ -151,13 +157,19 @@ class _FiltersInnermost:
         products = xp.reshape(products, (spec.groups, -1, math.prod(spec.kernel_size), fg))
         products = xp.permute_dims(products, (1, 2, 0, 3))
         products = xp.reshape(products, (nb, *piece_spatial, *spec.kernel_size, spec.filters))
-        order = _interleaved(spec.rank)
         if self.set_once:
             if self.bias is not None:
                 products = add_into(xp, products, ..., self.bias)
             index = (slice(n0, n0 + nb), slice(r0, r0 + piece_spatial[0]), ...)
             self.full = set_into(xp, self.full, index, xp.permute_dims(products, order))
             return
+        self._add_blocks(products, n0, r0)
+
+    def _add_blocks(self, products, n0: int, r0: int):
+        """Add a piece's ``(nb, *spatial, *taps, F)`` products, block of taps by block."""
+        xp, spec = self.xp, self.spec
+        nb, *piece_spatial = products.shape[:spec.rank + 1]
+        order = _interleaved(spec.rank)
         starts = (r0,) + (0,) * (spec.rank - 1)
         for blocks in itertools.product(*self.blocks):
             inputs, taps, target = [], [], [slice(n0, n0 + nb)]
@@ -177,17 +189,15 @@ class _FiltersInnermost:
                                      xp.permute_dims(block, order))
 
     def _multiply_into_scratch(self, x_piece, kernel):
-        """A set-once piece's products, ``(pixels, taps*F)``, by torch's ``addmm`` into one
-        buffer every piece reuses (made at the first piece, the largest), the bias added by the
-        GEMM: a fresh products tensor each piece cost page faults, and the bias a pass of its
-        own (unet3d's k2 s2: about 25% of the call's CPU time)."""
+        """A piece's products, ``(pixels, taps*F)``, by torch's ``mm`` into one buffer every
+        piece reuses (:func:`._arrays.reused`), a set-once piece's bias added by the GEMM
+        (``addmm``): a fresh products tensor each piece cost page faults and heap, the bias a
+        pass of its own (unet3d's k2 s2: about 25% of the call's CPU time)."""
         torch, spec = self.xp, self.spec
         rows = torch.reshape(x_piece, (-1, spec.in_channels))
         columns = torch.reshape(kernel, (-1, spec.in_channels)).T         # (C, taps*F), a view
-        if self.scratch is None or self.scratch.shape[0] < rows.shape[0]:
-            self.scratch = torch.empty((rows.shape[0], columns.shape[1]), dtype=rows.dtype,
-                                       device=rows.device)
-        out = self.scratch[:rows.shape[0]]
+        self.scratch, out = reused(torch, self.scratch, (rows.shape[0], columns.shape[1]),
+                                   rows.dtype, rows.device)
         if self.bias is None:
             return torch.mm(rows, columns, out=out)
         return torch.addmm(self.bias.repeat(math.prod(spec.kernel_size)), rows, columns, out=out)

@@ -224,10 +224,12 @@ def cells_budget(xp) -> int:
 
 
 def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:
-    """Whether a set-once forward (the other side of :func:`multiplies_into_output`) has torch
-    multiply each piece into one reused products buffer with the bias in the GEMM (``addmm(out=)``)
-    before setting them into the output; the array-API way makes a products array per piece and
-    adds the bias in a pass of its own. Groups take the array-API path."""
+    """Whether torch multiplies each piece of a placement with filters innermost into one reused
+    products buffer (``mm(out=)``; a set-once forward, the other side of
+    :func:`multiplies_into_output`, with the bias in the GEMM: ``addmm(out=)``) instead of the
+    array-API way, a products array per piece (and the bias in a pass of its own): a fresh tensor
+    per piece took new heap each piece (:func:`._arrays.reused`; dcgan_g2's forward+backward 114
+    -> 81 MB with the backward's reused windows). Groups take the array-API path."""
     return is_torch_namespace(xp) and spec.groups == 1
 
 
@@ -247,6 +249,32 @@ def backward_budget(xp, spec: ConvTransposeSpec, bytes_per_pixel: int, itemsize:
         return windows_bytes
     kernel_bytes = math.prod(spec.kernel_size) * spec.filters * itemsize
     return max(CACHE_BYTES // 2, 16 * kernel_bytes * spec.channels_per_group)
+
+
+def pieces_make_no_tensors(xp, spec: ConvTransposeSpec) -> bool:
+    """Whether the backward by windows takes its pieces with no tensor made per piece (torch, one
+    group: :func:`._backward._torch_piece`): each piece's ``dx`` rows go straight into ``dx`` (or
+    a reused buffer) and ``dkernel`` sums by ``addmm_``, not by adding partials."""
+    return is_torch_namespace(xp) and spec.groups == 1
+
+
+def backward_windows_budget(xp, spec: ConvTransposeSpec, bytes_per_pixel: int,
+                            itemsize: int) -> int:
+    """Windows per piece of the backward by windows: :func:`backward_budget`'s, at most
+    :data:`CACHE_BYTES` where the pieces make no tensors (:func:`pieces_make_no_tensors`). There
+    neither a copy of each piece's ``dx`` rows nor partial ``dkernel`` adds pay for whole windows
+    of up to 4 cache sizes or pieces of 16 partial kernels, and those windows were most of a
+    layer's memory above torch's own convolution (forward+backward, MB above the inputs, tconv
+    / torch's best layout, 4 cache sizes -> 1: pix2pix_u6 71 -> 61 / 62, unet_up1 118 -> 97 /
+    108, HiFi-GAN's up2 107 -> 75 / 97, up4 110 -> 85 / 101: the windows were 16-32 MB). One
+    thread, CPU time, best of 6-8, interleaved, on the loaded VM, whole windows -> pieces of a
+    cache size, ms: hifigan_up2 131 -> 127, hifigan_up4 58.5 -> 51.0, pix2pix_u6 66.6 -> 64.6,
+    unet_up1 (4 pieces of one image) 345 -> 353; half a cache size gave about the same, but each
+    piece is two more GEMM calls, whose 2-thread barriers a loaded machine stalls (2 threads,
+    wall, at load 4-5: too noisy to rank, dcgan_g2's 21 pieces of 4 MB once 895 against 584 ms
+    for its 7 of 13 MB)."""
+    budget = backward_budget(xp, spec, bytes_per_pixel, itemsize)
+    return min(budget, CACHE_BYTES) if pieces_make_no_tensors(xp, spec) else budget
 
 
 def input_pieces(spec: ConvTransposeSpec, pixels: int):

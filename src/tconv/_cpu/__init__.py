@@ -48,8 +48,8 @@ into ``dx``, ``dkernel`` summed by ``addmm_``: a tensor per piece took new heap 
 per axis and the gather is the cost (fcn_x8's k16 s8: 256 tap slices of 21 values per pixel;
 chosen by :func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells
 instead, laid flat so that every cell shift is a row offset: one GEMM for ``dx`` (then adds of
-shifted row ranges) and one for ``dkernel``. Long rank-1 torch inputs whose kernel is a whole
-number of strides (HiFi-GAN's k4 s2 layers; :func:`._tuning.backward_by_shifts`) gather
+shifted row ranges) and one for ``dkernel``. Long rank-1 NumPy and torch inputs whose kernel is
+a whole number of strides (HiFi-GAN's k4 s2 layers; :func:`._tuning.backward_by_shifts`) gather
 nothing: each cell shift of every pixel's window is a view of ``dy`` itself, one GEMM per shift
 for ``dx`` (torch's ``addmm_`` accumulating) and one for ``dkernel``.
 Every result is a new C-contiguous array in the caller's layout, as TensorFlow and torch
@@ -106,7 +106,7 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
         n0, n1, r0, r1 = piece
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
 
-    chosen = pieces(xp, spec, tuning, bytes_per_pixel, forward_budget(xp))
+    chosen = pieces(spec, tuning, bytes_per_pixel, forward_budget(xp))
     for turn in disjoint_turns(spec, chosen):
         share(place, turn)
     return placement.output(out_dtype)

@@ -73,7 +73,7 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
                     xp.astype(dbias, out_dtype, copy=False))
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
     bytes_per_pixel = math.prod(spec.kernel_size) * spec.filters * itemsize(xp, work)
-    chosen = pieces(xp, spec, tuning, bytes_per_pixel,
+    chosen = pieces(spec, tuning, bytes_per_pixel,
                     backward_windows_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
     whole = len(chosen) == 1 and spec.data_format == "channels_last"
     dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
@@ -153,7 +153,7 @@ def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tunin
     shifts = math.prod(spans)
     weights = _cell_weights(xp, kernel, spec, spans)              # (G, s^R*Fg, shifts*Cg)
     bytes_per_pixel = math.prod(spec.strides) * spec.filters * itemsize(xp, work)
-    chosen = pieces(xp, spec, tuning, bytes_per_pixel,
+    chosen = pieces(spec, tuning, bytes_per_pixel,
                     backward_cells_budget(xp, spec, spans, bytes_per_pixel, itemsize(xp, work)))
     dx = empty(xp, spec.input_shape, out_dtype, device(x))
     dkernel = InOrder()

@@ -24,9 +24,6 @@ WORKSPACE_BYTES = 256 * 2**20
 # MiB pieces, a fifth more with 8; on 2 threads at load 6, 4 MiB ran 1.1-2.3x faster than 1 MiB
 # (wall, best of 10).
 PHASE_WINDOW_BYTES = 4 * 2**20
-# NumPy computes a layer's pieces on the caller's threads (_blas.share), where its adds and
-# copies run on every thread: a layer that fits one piece is cut into this many.
-NUMPY_MIN_PIECES = 4
 # Rank-1 inputs at least this long go by phase (see by_phase).
 PHASE_MIN_ROWS = 1024
 # Rank-1 inputs at least this long take the backward by shifts (see backward_by_shifts).
@@ -170,15 +167,18 @@ def backward_by_shifts(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
     windows' two; the gather they save is one-threaded) each stall when the other agents hold a
     core (at load 3, 08:01, best of 15 even, up4 99 -> 98, up3 65 -> 64, but up4's median 129 ->
     3244: single calls of its dkernel GEMM, 64 x 64 reducing over 65534 rows, stalled for
-    seconds), while one-threaded it won (NumPy alone, wall: up4 122 -> 67, up2 219 -> 203). Hence
-    torch from 1024 samples (SHIFTS_MIN_ROWS) and ``k > s``; NumPy (on an idle machine, and
-    under the row-block GEMMs) is unmeasured, as are JAX and the other namespaces."""
+    seconds), while one-threaded it won (NumPy alone, wall: up4 122 -> 67, up2 219 -> 203).
+    Under NumPy's fixed row blocks (:mod:`._blas`, no OpenBLAS barriers) on the idle VM (2
+    threads, wall, best of 8, 3 interleaved rounds, 08:29 and 08:31, default -> shifts): up4 45.0
+    -> 40.5 and 58.1 -> 39.3, up3 61.1 -> 58.2 and 69.5 -> 64.7 (up2 92.7 -> 84.9 and 76.3 -> 71.9,
+    below the length rule). Hence NumPy and torch from 1024 samples (SHIFTS_MIN_ROWS) and ``k >
+    s``; JAX and the other namespaces are unmeasured."""
     applies = (spec.rank == 1 and spec.groups == 1 and spec.dilation_rate == (1,)
                and spec.kernel_size[0] % spec.strides[0] == 0)
     if tuning.backward_by_shifts is not None:
         return tuning.backward_by_shifts and applies
-    return (is_torch_namespace(xp) and applies and spec.kernel_size != spec.strides
-            and spec.in_spatial[0] >= SHIFTS_MIN_ROWS)
+    return ((is_numpy_namespace(xp) or is_torch_namespace(xp)) and applies
+            and spec.kernel_size != spec.strides and spec.in_spatial[0] >= SHIFTS_MIN_ROWS)
 
 
 def backward_cells_budget(xp, spec: ConvTransposeSpec, spans, bytes_per_pixel: int,
@@ -296,14 +296,11 @@ def grid_pieces(batch: int, rows: int, row_pixels: int, pixels: int):
             for n in range(batch) for r0 in range(0, rows, band)]
 
 
-def pieces(xp, spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):
-    """The pieces ``tuning`` asks for, else those whose workspace fits ``budget`` bytes, and on
-    NumPy at least :data:`NUMPY_MIN_PIECES`."""
+def pieces(spec: ConvTransposeSpec, tuning: Tuning, bytes_per_pixel: int, budget: int):
+    """The pieces ``tuning`` asks for, else those whose workspace fits ``budget`` bytes."""
     pixels = tuning.piece_pixels
     if pixels is None:
         pixels = budget // bytes_per_pixel
-        if is_numpy_namespace(xp):
-            pixels = min(pixels, -(-spec.batch * math.prod(spec.in_spatial) // NUMPY_MIN_PIECES))
     return input_pieces(spec, pixels)
 
 

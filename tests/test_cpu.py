@@ -430,6 +430,16 @@ def test_numpy_gemms_have_the_same_bits_on_any_thread_count(a_shape, b_shape):
     assert len(_blas._blocks(out_shape, a_shape[-1])) > 1 or a_shape[-1] > _blas.MIN_DEPTH
 
 
+@pytest.mark.parametrize("a_shape, b_shape", [((0, 5), (5, 3)), ((4, 0), (0, 3)),
+                                              ((4, 5), (5, 0)), ((2, 0, 5), (2, 5, 3))])
+def test_numpy_gemms_of_empty_shapes(a_shape, b_shape):
+    a, b = np.ones(a_shape, dtype=np.float32), np.ones(b_shape, dtype=np.float32)
+    with _blas.one_blas_thread(np):
+        got = _blas.matmul(np, a, b)
+    np.testing.assert_array_equal(got, np.matmul(a, b))
+    assert got.shape == np.matmul(a, b).shape
+
+
 def _blas_threads(threadpoolctl) -> int:
     return min(info["num_threads"] for info in threadpoolctl.threadpool_info()
                if info["user_api"] == "blas")

@@ -124,7 +124,7 @@ def _multiply_by_depth(xp, a, b, out):
     kernel's gradient: taps x filters by channels, over every pixel): partial products over runs
     of :data:`MIN_DEPTH` or more of the reduction, summed in their order."""
     k = a.shape[-1]
-    depth = max(MIN_DEPTH, _multiple(BLOCK_FLOPS // (2 * math.prod(out.shape)), MIN_DEPTH))
+    depth = max(MIN_DEPTH, _multiple(BLOCK_FLOPS // max(1, 2 * math.prod(out.shape)), MIN_DEPTH))
     if depth >= k:
         xp.matmul(a, b, out=out)
         return
@@ -143,14 +143,14 @@ def _blocks(shape, k: int):
     rows, and of columns too where :data:`MIN_ROWS` rows are more; where a whole matrix is
     less, runs of whole matrices along the first leading axis longer than one."""
     *lead, m, n = shape
-    rows = max(MIN_ROWS, _multiple(BLOCK_FLOPS // (2 * k * n), ROW_TILE))
+    rows = max(MIN_ROWS, _multiple(BLOCK_FLOPS // max(1, 2 * k * n), ROW_TILE))
     if rows >= m and any(length > 1 for length in lead):
         axis = next(axis for axis, length in enumerate(lead) if length > 1)
-        run = max(1, BLOCK_FLOPS // (2 * k * n * m * math.prod(lead[axis + 1:])))
+        run = max(1, BLOCK_FLOPS // max(1, 2 * k * n * m * math.prod(lead[axis + 1:])))
         before = (slice(None),) * axis
         return [((*before, slice(i, i + run)), slice(None), slice(None))
                 for i in range(0, lead[axis], run)]
-    columns = n if rows < m else max(MIN_COLUMNS, _multiple(BLOCK_FLOPS // (2 * k * m),
+    columns = n if rows < m else max(MIN_COLUMNS, _multiple(BLOCK_FLOPS // max(1, 2 * k * m),
                                                              COLUMN_TILE))
     return [(tuple(slice(i, i + 1) for i in index), slice(r, r + rows), slice(c, c + columns))
             for index in itertools.product(*map(range, lead))

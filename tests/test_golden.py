@@ -52,6 +52,8 @@ def _options(case):
 
 
 def assert_matches(actual, expected, what):
+    if hasattr(actual, "cpu"):  # a torch tensor, maybe on a GPU
+        actual = actual.cpu()
     actual = np.asarray(actual)
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype}, TF {expected.dtype}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, TF {expected.shape}"

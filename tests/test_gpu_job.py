@@ -61,3 +61,11 @@ def test_the_real_job_refuses_an_empty_wheelhouse_with_the_command(tmp_path, mon
     with pytest.raises(SystemExit, match="pip download --no-deps --only-binary=:all: "
                                          "--python-version 3.12"):
         gpu_job.install(tmp_path / "site", rehearse=False)
+
+
+def test_the_benchmark_refuses_an_unknown_precision(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_bench.py"), "--rehearse",
+                             "--out", str(tmp_path), "--precisions", "bfloat16", "float8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--precisions: ['float8'] not in" in result.stderr and not any(tmp_path.iterdir())

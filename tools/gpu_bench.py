@@ -42,10 +42,10 @@ def _layers(rehearse: bool) -> dict:
     return gpu_cases.TINY_LAYERS if rehearse else gpu_cases.LAYERS
 
 
-def _cases(rehearse: bool) -> list[tuple[str, str, str]]:
+def _cases(rehearse: bool, precisions: list[str]) -> list[tuple[str, str, str]]:
     import gpu_cases
 
-    layers, precisions = list(_layers(rehearse)), list(gpu_cases.PRECISIONS)
+    layers = list(_layers(rehearse))
     return [(layer, precision, pass_name) for layer in layers for precision in precisions
             for pass_name in gpu_cases.PASSES
             if not rehearse or layer == layers[0] or precision == precisions[0]]
@@ -151,7 +151,8 @@ def render_markdown(report: dict) -> str:
         "Times are medians (ms). TFLOP/s = the pass's FLOPs / time. x cuDNN = cuDNN's time / "
         "tconv's (above 1: tconv faster). roofline = the H100 SXM lower bound / time "
         "(`tconv._roofline`: 989 TFLOP/s fp16/bf16, 494 TF32, 67 fp32 IEEE, 3.35 TB/s). "
-        "error = ||tconv - torch|| / ||torch|| of the pass's main result.",
+        "error = ||tconv - reference|| / ||reference|| of the pass's main result, the reference "
+        "in float64 from the same inputs (`gpu_cases.reference`).",
         "",
         "## Geometric mean of x cuDNN",
         "",
@@ -216,13 +217,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rehearse", action="store_true")
     parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    parser.add_argument("--precisions", nargs="+", metavar="PRECISION",
+                        help="a subset of gpu_cases.PRECISIONS (default: all), to fit a lease")
     args = parser.parse_args(argv)
     import torch
     import triton
 
     import gpu_cases
 
-    cases = _cases(args.rehearse)
+    precisions = args.precisions or list(gpu_cases.PRECISIONS)
+    unknown = set(precisions) - set(gpu_cases.PRECISIONS)
+    if unknown:
+        parser.error(f"--precisions: {sorted(unknown)} not in {list(gpu_cases.PRECISIONS)}")
+    cases = _cases(args.rehearse, precisions)
     print(f"benchmark: {len(cases)} cases; compiling in {args.workers} processes", flush=True)
     warm_s = warm_compile_cache(cases, args.rehearse, args.workers)
     start = time.perf_counter()
@@ -234,7 +241,7 @@ def main(argv: list[str]) -> int:
         cudnn=torch.backends.cudnn.version(), date=time.strftime("%Y-%m-%d %H:%M UTC",
                                                                 time.gmtime()),
         warm_s=warm_s, measure_s=0.0,
-        passes=list(gpu_cases.PASSES), precisions=list(gpu_cases.PRECISIONS),
+        passes=list(gpu_cases.PASSES), precisions=precisions,
         layers={name: layer._asdict() for name, layer in _layers(args.rehearse).items()},
         rows=[])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The GPU verification job, for a lent GPU machine with no package registry.
 
-    python3 tools/dev.py gpu [--stage all|tests|bench] [--out DIR]   # on the GPU machine
+    python3 tools/dev.py gpu [--stage all|tests|bench] [--out DIR] [--precisions P ...]  # GPU machine
     python3 tools/dev.py gpu --rehearse [--out DIR]                   # here, no GPU
 
 Steps, each logged: (1) install tconv with ``--no-deps`` and the wheels of ``wheelhouse/``
@@ -102,8 +102,8 @@ def run_tests(env: dict, rehearse: bool) -> tuple[bool, str]:
     ok, summary = True, []
     for name, gpu_args, rehearsal_args in TEST_RUNS:
         args = rehearsal_args if rehearse else gpu_args
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-                   *parallel, *args]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                   "no:benchmark", "-rfEs", *parallel, *args]
         _log(f"{name}: {' '.join(command[1:])}")
         start = time.perf_counter()
         result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -121,13 +121,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "gpu")
     parser.add_argument("--rehearse", action="store_true",
                         help="here, without a GPU: TRITON_INTERPRET=1, test sample, tiny layer")
+    parser.add_argument("--precisions", nargs="+", metavar="PRECISION",
+                        help="the benchmark's precisions (default: all; see gpu_cases.py)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tconv-gpu-job-"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(work / "site"), *filter(None, [os.environ.get("PYTHONPATH")])]),
         TRITON_CACHE_DIR=str(work / "triton-cache"), PYTHONDONTWRITEBYTECODE="1",
-        TRITON_DEFAULT_FP_FUSION=os.environ.get("TRITON_DEFAULT_FP_FUSION", "1"))
+        TRITON_DEFAULT_FP_FUSION=os.environ.get("TRITON_DEFAULT_FP_FUSION", "1"),
+        # JAX takes 75% of the GPU's memory at its first GPU array: with pytest-xdist's workers
+        # the second worker to touch JAX (and every torch allocation after) runs out of memory
+        XLA_PYTHON_CLIENT_PREALLOCATE="false")
     if args.rehearse:
         env["TRITON_INTERPRET"] = "1"
     else:
@@ -144,7 +149,8 @@ def main(argv: list[str]) -> int:
         if args.stage in ("all", "bench"):
             command = [sys.executable, str(ROOT / "tools" / "gpu_bench.py"), "--out",
                        str(args.out), *(["--rehearse", "--workers", "2"] if args.rehearse
-                                        else [])]
+                                        else []),
+                       *(["--precisions", *args.precisions] if args.precisions else [])]
             _log(f"benchmark: {' '.join(command[1:])}")
             ok &= subprocess.run(command, env=env, cwd=ROOT).returncode == 0
         written = ", ".join(sorted(p.name for p in args.out.iterdir()))

@@ -134,6 +134,40 @@ def test_torch_gradients_match_reference_and_skip_absent_bias(torch):
     np.testing.assert_allclose(grads[2].numpy(), dy.sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
+def test_torch_calls_not_differentiated_skip_the_autograd_function(torch, monkeypatch):
+    """No grad wanted (no_grad, or no input requiring it): the op alone, the same values; a
+    leaf requiring grad still goes through the Function and gets its gradient."""
+    from tconv import _torch_op
+
+    (x_shape, kernel_shape, options) = CASES[1]
+    x, kernel, bias = (torch.tensor(a) for a in _case((x_shape, kernel_shape), seed=5,
+                                                        groups=options.get("groups", 1)))
+    dy = torch.ones(tuple(tconv.conv2d_transpose(x, kernel, data_format="channels_last",
+                                                 **options).shape), dtype=x.dtype)
+    expected = (tconv.conv2d_transpose(x, kernel, data_format="channels_last", **options),
+                tconv.conv2d_transpose_backward(dy, x, kernel, data_format="channels_last",
+                                                **options))
+
+    def refuse(*args):
+        raise AssertionError("the autograd.Function ran for a call nothing differentiates")
+
+    with monkeypatch.context() as patch:
+        for function in (_torch_op._ConvTranspose, _torch_op._ConvTransposeBackward):
+            patch.setattr(function, "apply", refuse)
+        leaf = kernel.clone().requires_grad_(True)
+        with torch.no_grad():
+            y = tconv.conv2d_transpose(x, leaf, data_format="channels_last", **options)
+            grads = tconv.conv2d_transpose_backward(dy, x, leaf, data_format="channels_last",
+                                                    **options)
+        assert y.grad_fn is None and torch.equal(y, expected[0])
+        assert all(torch.equal(g, e) for g, e in zip(grads, expected[1]))
+        with pytest.raises(AssertionError, match="autograd.Function ran"):
+            tconv.conv2d_transpose(x, leaf, data_format="channels_last", **options)
+    y = tconv.conv2d_transpose(x, leaf, data_format="channels_last", **options)
+    y.backward(dy)
+    assert torch.equal(leaf.grad, expected[1][1])
+
+
 def test_torch_opcheck_fake_schema_and_autograd_registration(torch):
     from tconv import _torch_op
 

@@ -333,13 +333,26 @@ def _in_onnx_export() -> bool:
     return onnx is not None and onnx.is_in_onnx_export()
 
 
+def _differentiated(*tensors) -> bool:
+    """Whether autograd or a ``torch.func`` transform may differentiate through a call, which the
+    ``autograd.Function`` is for; otherwise the op runs alone: ``Function.apply`` binds its
+    arguments through ``inspect.signature`` on every call, about a tenth of a millisecond."""
+    return (torch._C._are_functorch_transforms_active()
+            or (torch.is_grad_enabled()
+                and any(t is not None and t.requires_grad for t in tensors)))
+
+
 def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """The forward on torch tensors: differentiable, traceable, exportable."""
     if _in_onnx_export():
         return _onnx_conv_transpose(x, kernel, bias, spec)
-    return _ConvTranspose.apply(x, kernel, bias, *_op_options(spec))
+    if _differentiated(x, kernel, bias):
+        return _ConvTranspose.apply(x, kernel, bias, *_op_options(spec))
+    return conv2d_transpose_op(x, kernel, bias, *_op_options(spec))
 
 
 def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     """The explicit backward on torch tensors, differentiable and traceable."""
-    return _ConvTransposeBackward.apply(dy, x, kernel, *_op_options(spec))
+    if _differentiated(dy, x, kernel):
+        return _ConvTransposeBackward.apply(dy, x, kernel, *_op_options(spec))
+    return conv2d_transpose_backward_op(dy, x, kernel, *_op_options(spec))

@@ -982,7 +982,6 @@ def test_backward_by_cells_matches_reference(xp, geometry, piece_pixels):
     """Forced, in pieces of one row (each carrying its span - 1 rows of cells) or whole; the
     caller's layout and dtype back, nothing it passed written to."""
     g = _cell_case(*geometry)
-    rank = len(g["size"])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *g["size"], g["in_channels"]))
     kernel = rng.standard_normal((*g["kernel_size"], 2, g["in_channels"]))

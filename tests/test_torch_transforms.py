@@ -6,7 +6,6 @@ torch's own ``F.conv_transpose2d`` and torch's own autograd."""
 import contextlib
 import warnings
 
-import numpy as np
 import pytest
 import reference
 

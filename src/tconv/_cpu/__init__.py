@@ -43,7 +43,7 @@ Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (each tap's
 of ``dy`` copied into one buffer every piece reuses, zeros where it falls outside ``dy``) feeds
 the ``dx`` and ``dkernel`` GEMMs; on torch a piece makes no tensor at all (``dx`` rows multiplied
 into ``dx``, ``dkernel`` summed by ``addmm_``: a tensor per piece took new heap each piece, see
-:func:`._arrays.reused`), so its pieces hold at most a cache size of windows
+:class:`._arrays.Scratch`), so its pieces hold at most a cache size of windows
 (:func:`._tuning.backward_windows_budget`); where many taps share a cell of ``s`` output pixels
 per axis and the gather is the cost (fcn_x8's k16 s8: 256 tap slices of 21 values per pixel;
 chosen by :func:`._tuning.backward_by_cells`), each piece copies its ``dy`` once into cells

@@ -8,6 +8,7 @@ import ctypes
 import functools
 import math
 import sys
+import threading
 
 import array_api_extra as xpx
 from array_api_compat import device, is_jax_namespace, is_torch_namespace
@@ -61,17 +62,26 @@ def empty(xp, shape, dtype, device_):
     return out
 
 
-def reused(xp, buffer, shape, dtype, device_):
-    """``(buffer, view)``: a ``shape`` array for one piece's temporary, a view of ``buffer`` (the
-    previous piece's; the first piece is the largest) where it holds enough, else of a new one
-    (:func:`empty`). Reuse saves page faults and, on torch, memory: torch's CPU tensors come from
-    ``posix_memalign``, and glibc before 2.38 (2.36 on the dev VM) does not give a freed block to
-    an aligned request of its own size once anything is allocated behind it, so a fresh tensor
-    per piece took new heap for every piece (dcgan_g2: 8 MB more resident per piece)."""
-    size = math.prod(shape)
-    if buffer is None or buffer.shape[0] < size:
-        buffer = empty(xp, (size,), dtype, device_)
-    return buffer, xp.reshape(buffer[:size], shape)
+class Scratch:
+    """Temporaries that a call's pieces reuse, one buffer per name and per thread (pieces shared
+    over threads, :func:`._blas.share`, run at the same time): a piece's temporary is a view of
+    the previous piece's buffer (the first piece is the largest) where it holds enough, else of a
+    new one (:func:`empty`). Reuse saves page faults and, on torch, memory: torch's CPU tensors
+    come from ``posix_memalign``, and glibc before 2.38 (2.36 on the dev VM) does not give a
+    freed block to an aligned request of its own size once anything is allocated behind it, so a
+    fresh tensor per piece took new heap for every piece (dcgan_g2: 8 MB more resident per
+    piece)."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def view(self, xp, name: str, shape, dtype, device_):
+        """A ``shape`` array of ``dtype`` for this thread's temporary ``name``."""
+        key, size = (threading.get_ident(), name), math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape[0] < size:
+            buffer = self._buffers[key] = empty(xp, (size,), dtype, device_)
+        return xp.reshape(buffer[:size], shape)
 
 
 def zeros(xp, shape, dtype, device_):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import threading
 
 import array_api_extra as xpx
 from array_api_compat import (array_namespace, device, is_jax_namespace, is_numpy_namespace,
@@ -38,7 +37,7 @@ from array_api_compat import (array_namespace, device, is_jax_namespace, is_nump
 
 from .._spec import ConvTransposeSpec
 from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
-                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, reused,
+                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, Scratch,
                       set_into, to_channels_last, zeros)
 from ._blas import InOrder, matmul, on_one_blas_thread, share
 from ._placement import cells_by_stride
@@ -79,19 +78,16 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
     dkernel = InOrder()                       # (G, taps*Fg, Cg), summed over the pieces
     torch_dkernel = None                      # torch's instead, summed by addmm_ (_torch_piece)
-    buffers = {}                              # per thread, its windows' and dx pieces', reused
+    scratch = Scratch()                       # the pieces' windows and dx rows
 
     def backward_piece(numbered):
         nonlocal dx, torch_dkernel
         index, (n0, n1, r0, r1) = numbered
-        buffer, dx_buffer = buffers.get(threading.get_ident(), (None, None))
-        windows, buffer = _windows(xp, dy, spec, n0, n1, r0, r1, buffer)  # (G, pixels, taps*Fg)
-        buffers[threading.get_ident()] = buffer, dx_buffer
+        windows = _windows(xp, dy, spec, n0, n1, r0, r1, scratch)  # (G, pixels, taps*Fg)
         if pieces_make_no_tensors(xp, spec) and not whole:     # torch: one thread, in order
-            torch_dkernel, dx_buffer = _torch_piece(xp, windows[0, ...], kernel_rows[0, ...],
-                                                    x[n0:n1, r0:r1, ...], dx, torch_dkernel,
-                                                    dx_buffer, spec, (n0, n1, r0, r1))
-            buffers[threading.get_ident()] = buffer, dx_buffer
+            torch_dkernel = _torch_piece(xp, windows[0, ...], kernel_rows[0, ...],
+                                         x[n0:n1, r0:r1, ...], dx, torch_dkernel, scratch, spec,
+                                         (n0, n1, r0, r1))
             return
         dx_piece = xp.permute_dims(grouped_matmul(xp, windows, kernel_rows), (1, 0, 2))
         dx_piece = xp.reshape(dx_piece, (n1 - n0, r1 - r0, *spec.in_spatial[1:], -1))
@@ -116,13 +112,13 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
 
 
-def _torch_piece(torch, windows, kernel_rows, x_piece, dx, dkernel, dx_buffer,
+def _torch_piece(torch, windows, kernel_rows, x_piece, dx, dkernel, scratch: Scratch,
                  spec: ConvTransposeSpec, piece):
     """One of several pieces of the backward by windows on torch (one group), making no tensor
-    (a tensor per piece takes new heap each piece on torch: :func:`._arrays.reused`): the piece's
+    (a tensor per piece takes new heap each piece on torch: :class:`._arrays.Scratch`): the piece's
     rows of ``dx`` by ``mm`` straight into ``dx`` where they are contiguous there (channels-last
-    in the compute dtype), else into ``dx_buffer`` and set into ``dx``; ``dkernel`` (``None``
-    before the first piece) summed by ``addmm_``. Returns ``(dkernel, dx_buffer)``."""
+    in the compute dtype), else into ``scratch`` and set into ``dx``; ``dkernel`` (``None``
+    before the first piece) summed by ``addmm_``. Returns ``dkernel``."""
     n0, n1, r0, r1 = piece
     x_rows = torch.reshape(x_piece, (-1, spec.in_channels))
     if dkernel is None:
@@ -131,16 +127,16 @@ def _torch_piece(torch, windows, kernel_rows, x_piece, dx, dkernel, dx_buffer,
         dkernel[0, ...].addmm_(windows.T, x_rows)
     if spec.data_format == "channels_last" and dx.dtype == windows.dtype:
         torch.mm(windows, kernel_rows, out=dx[n0:n1, r0:r1, ...].view(-1, spec.in_channels))
-        return dkernel, dx_buffer
-    dx_buffer, dx_rows = reused(torch, dx_buffer, (windows.shape[0], spec.in_channels),
-                                windows.dtype, windows.device)
+        return dkernel
+    dx_rows = scratch.view(torch, "dx", (windows.shape[0], spec.in_channels), windows.dtype,
+                           windows.device)
     torch.mm(windows, kernel_rows, out=dx_rows)
     dx_piece = from_channels_last(torch, torch.reshape(
         dx_rows, (n1 - n0, r1 - r0, *spec.in_spatial[1:], -1)), spec)
     index = ((slice(n0, n1), slice(None), slice(r0, r1), ...)
              if spec.data_format == "channels_first" else (slice(n0, n1), slice(r0, r1), ...))
     dx[index] = dx_piece
-    return dkernel, dx_buffer
+    return dkernel
 
 
 def _backward_by_cells(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuning, work, out_dtype):
@@ -254,7 +250,7 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
         # The pixels whose windows cross their image's edge, by their zero-padded windows.
         for e0, e1 in ((r0, min(r1, lo)), (max(r0, hi), r1)):
             if e0 < e1:
-                windows = _windows(xp, dy, spec, n0, n1, e0, e1, None)[0][0, ...]  # (pixels, k*F)
+                windows = _windows(xp, dy, spec, n0, n1, e0, e1, Scratch())[0, ...]  # (pixels, k*F)
                 dx_images = set_into(xp, xp.reshape(dx, (batch, length, channels)),
                                      (slice(n0, n1), slice(e0, e1), slice(None)),
                                      xp.reshape(matmul(xp, windows, kernel_rows),
@@ -377,10 +373,9 @@ def _piece_slab(xp, dy, spec: ConvTransposeSpec, n0, n1, geometry):
                   for start, length, k, s, d, pad in geometry])
 
 
-def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, buffer):
-    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg), and the
-    buffer holding them (``buffer``, the previous piece's, where it is large enough: see
-    :func:`._arrays.reused`).
+def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, scratch: Scratch):
+    """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg), on NumPy and
+    torch in ``scratch``.
 
     Along each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d
     - pad_before`` of ``dy``. NumPy and torch copy each tap's strided slice of ``dy`` into the
@@ -394,8 +389,8 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, buffer):
     pixels, taps = (n1 - n0) * math.prod(lengths), math.prod(spec.kernel_size)
     in_place = is_numpy_namespace(xp) or is_torch_namespace(xp)
     if in_place:
-        buffer, stacked = reused(xp, buffer, (n1 - n0, *lengths, taps, spec.filters), dy.dtype,
-                                 device(dy))
+        stacked = scratch.view(xp, "windows", (n1 - n0, *lengths, taps, spec.filters), dy.dtype,
+                               device(dy))
     if spec.kernel_size == spec.strides and spec.dilation_rate == (1,) * spec.rank:
         # Kernel == stride: each pixel's window is its own cell of s values per axis, so the
         # windows are the slab's cells reordered by one copy (unet3d_k2's backward: 550 -> 450
@@ -445,4 +440,4 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, buffer):
                    for tap in itertools.product(*(range(k) for k in spec.kernel_size))]
         stacked = xp.stack(windows, axis=spec.rank + 1)
     grouped = by_group(xp, xp.reshape(stacked, (pixels, taps, -1)), spec.groups, 2)
-    return xp.reshape(grouped, (spec.groups, grouped.shape[1], -1)), buffer
+    return xp.reshape(grouped, (spec.groups, grouped.shape[1], -1))

@@ -34,12 +34,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import threading
 
 from array_api_compat import is_numpy_namespace, is_torch_namespace
 
 from .._spec import ConvTransposeSpec
-from ._arrays import add_into, empty, in_caller_layout, itemsize, set_into, to_channels_last
+from ._arrays import (Scratch, add_into, empty, in_caller_layout, itemsize, set_into,
+                      to_channels_last)
 from ._blas import matmul, share
 from ._phases import input_windows
 from ._placement import cells_by_stride
@@ -105,7 +105,7 @@ def forward_by_cells(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
     if cells is None:
         cells = cells_budget(xp) // ((columns + width) * itemsize(xp, x.dtype))
     row_cells = math.prod(axis.rows for axis in axes[1:])
-    scratch = {}                # per thread, one products buffer its pieces reuse
+    scratch = Scratch()         # the pieces' products
     rank = spec.rank
     # (nb, rows..., s..., F) -> (nb, rows_1, s_1, ..., F): the output's order.
     order = (0, *(a for i in range(1, rank + 1) for a in (i, i + rank)), 2 * rank + 1)
@@ -116,11 +116,8 @@ def forward_by_cells(xp, x, kernel, bias, spec: ConvTransposeSpec, tuning: Tunin
         windows = input_windows(xp, x[n0:n1, ...], axes, j0, j1, False, device_)
         rows = xp.reshape(windows, (-1, columns))
         if in_place:
-            buffer = scratch.get(threading.get_ident())
-            if buffer is None or buffer.shape[0] < rows.shape[0]:
-                buffer = scratch[threading.get_ident()] = empty(
-                    xp, (rows.shape[0], width), x.dtype, device_)
-            products = matmul(xp, rows, weights, out=buffer[:rows.shape[0], ...])
+            products = matmul(xp, rows, weights, out=scratch.view(
+                xp, "products", (rows.shape[0], width), x.dtype, device_))
             if bias is not None:
                 products = add_into(xp, products, ..., bias)
         else:

@@ -29,8 +29,8 @@ import itertools
 import math
 
 from .._spec import ConvTransposeSpec
-from ._arrays import (add_into, empty, grouped_matmul, in_caller_layout, kernel_by_group,
-                      pixels_by_group, reused, set_into, zeros)
+from ._arrays import (Scratch, add_into, empty, grouped_matmul, in_caller_layout,
+                      kernel_by_group, pixels_by_group, set_into, zeros)
 from ._blas import matmul
 from ._tuning import Tuning, multiplies_into_output, multiplies_into_scratch, taps_outermost
 
@@ -124,7 +124,7 @@ class _FiltersInnermost:
             len(blocks) == 1 and blocks[0] == (0, stride, 0, 0) and cells == length
             for blocks, stride, cells, length
             in zip(self.blocks, spec.strides, self.cells, spec.in_spatial))
-        self.scratch = None
+        self.scratch = Scratch()
         if self.set_once:
             self.bias = bias
             self.full = empty(xp, shape, dtype, device_)
@@ -190,14 +190,14 @@ class _FiltersInnermost:
 
     def _multiply_into_scratch(self, x_piece, kernel):
         """A piece's products, ``(pixels, taps*F)``, by torch's ``mm`` into one buffer every
-        piece reuses (:func:`._arrays.reused`), a set-once piece's bias added by the GEMM
+        piece reuses (:class:`._arrays.Scratch`), a set-once piece's bias added by the GEMM
         (``addmm``): a fresh products tensor each piece cost page faults and heap, the bias a
         pass of its own (unet3d's k2 s2: about 25% of the call's CPU time)."""
         torch, spec = self.xp, self.spec
         rows = torch.reshape(x_piece, (-1, spec.in_channels))
         columns = torch.reshape(kernel, (-1, spec.in_channels)).T         # (C, taps*F), a view
-        self.scratch, out = reused(torch, self.scratch, (rows.shape[0], columns.shape[1]),
-                                   rows.dtype, rows.device)
+        out = self.scratch.view(torch, "products", (rows.shape[0], columns.shape[1]),
+                                rows.dtype, rows.device)
         if self.bias is None:
             return torch.mm(rows, columns, out=out)
         return torch.addmm(self.bias.repeat(math.prod(spec.kernel_size)), rows, columns, out=out)

@@ -156,6 +156,15 @@ def cudnn_pass(pass_name, spec, x, kernel, bias, dy):
         True, [output_padding] * rank, 1, output_mask)
 
 
+def chosen_config(pass_name: str) -> str:
+    """The autotuner's choice for the pass's GEMM kernel in its last run (tile, stages, warps)."""
+    from tconv.kernels import _autotune, _backward, _forward
+
+    kernel = {"forward": _forward._forward_kernel, "dgrad": _backward._dgrad_kernel,
+              "wgrad": _backward._wgrad_kernel}[pass_name]
+    return _autotune.config_name(kernel.best_config)
+
+
 def pass_callable(implementation: str, pass_name: str, case: tuple):
     return {"tconv_triton": tconv_pass, "torch_cudnn": cudnn_pass}[implementation](pass_name,
                                                                                    *case)

@@ -48,6 +48,10 @@ def test_rehearsal_writes_the_whole_report(tmp_path):
     for row in report["rows"]:
         assert row["flops"] > 0 and row["bytes"] > 0 and row["roofline_s"] > 0
         assert row["tconv_triton_s"] > 0 and row["torch_cudnn_s"] > 0
+        # the autotuner's tile; no CUDA graphs here, said so (on a GPU: the graph replay's time)
+        assert row["tconv_config"] == "32x16x16 s1 w4"   # the interpreter's one config
+        assert row["tconv_triton_graph_s"] is None and row["torch_cudnn_graph_s"] is None
+        assert set(row["graph_errors"]) == {"tconv_triton", "torch_cudnn"}
         if row["precision"] != "bfloat16":  # the interpreter's bf16 tl.dot is wrong (GPU only)
             assert row["relative_error"] < 1e-2, row
     table = (out / "report.md").read_text()

@@ -103,6 +103,31 @@ def median_seconds(run, device: str, rehearse: bool) -> float:
     return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median") / 1e3
 
 
+def graph_seconds(run, device: str, rehearse: bool) -> tuple[float | None, str | None]:
+    """The median time of ``run`` replayed from a CUDA graph, after a warm-up run on a side stream
+    (as torch's graph capture asks): the GPU's own time, without the host's per-launch work,
+    which the plain median includes where the host is slower than the GPU. ``(None, why)`` in
+    the rehearsal or where capture fails."""
+    if rehearse or device != "cuda":
+        return None, "no CUDA graphs in the rehearsal"
+    import torch
+    import triton.testing
+
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            run()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        return triton.testing.do_bench(graph.replay, warmup=25, rep=100,
+                                       return_mode="median") / 1e3, None
+    except Exception as error:  # noqa: BLE001 - reported in the row, the plain time stands
+        return None, f"{type(error).__name__}: {error}"[:300]
+
+
 def measure(cases: list, rehearse: bool):
     """Check and time each case; yields its row."""
     import gpu_cases
@@ -115,9 +140,12 @@ def measure(cases: list, rehearse: bool):
             case = gpu_cases.inputs(_layers(rehearse)[layer], precision, device)
             spec = case[0]
             error = gpu_cases.relative_error(pass_name, case)
-            seconds = {impl: median_seconds(gpu_cases.pass_callable(impl, pass_name, case),
-                                            device, rehearse)
-                       for impl in gpu_cases.IMPLEMENTATIONS}
+            calls = {impl: gpu_cases.pass_callable(impl, pass_name, case)
+                     for impl in gpu_cases.IMPLEMENTATIONS}
+            seconds = {impl: median_seconds(call, device, rehearse)
+                       for impl, call in calls.items()}
+            config = gpu_cases.chosen_config(pass_name)
+            graphs = {impl: graph_seconds(call, device, rehearse) for impl, call in calls.items()}
         limit = roofline(spec, precision, pass_name)
         row = dict(layer=layer, precision=precision, pass_name=pass_name, flops=limit.flops,
                    bytes=limit.bytes, roofline_s=limit.seconds, bound=limit.bound,
@@ -125,11 +153,20 @@ def measure(cases: list, rehearse: bool):
                    **{f"{impl}_s": s for impl, s in seconds.items()},
                    **{f"{impl}_tflops": limit.flops / s / 1e12 for impl, s in seconds.items()},
                    **{f"{impl}_roofline": limit.share(s) for impl, s in seconds.items()},
-                   speedup_vs_cudnn=seconds["torch_cudnn"] / seconds["tconv_triton"])
+                   speedup_vs_cudnn=seconds["torch_cudnn"] / seconds["tconv_triton"],
+                   tconv_config=config,
+                   **{f"{impl}_graph_s": graph_s for impl, (graph_s, _) in graphs.items()},
+                   graph_errors={impl: why for impl, (_, why) in graphs.items() if why})
         print(f"  {layer} {precision} {pass_name}: tconv {row['tconv_triton_s'] * 1e3:.3f} ms, "
               f"cuDNN {row['torch_cudnn_s'] * 1e3:.3f} ms, x{row['speedup_vs_cudnn']:.2f}, "
-              f"{row['tconv_triton_roofline']:.0%} of roofline, error {error:.1e}", flush=True)
+              f"{row['tconv_triton_roofline']:.0%} of roofline, error {error:.1e}, graph "
+              f"{_ms(row['tconv_triton_graph_s'])} / {_ms(row['torch_cudnn_graph_s'])} ms, "
+              f"{config}", flush=True)
         yield row
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
 
 
 def geomean(values) -> float | None:
@@ -152,7 +189,9 @@ def render_markdown(report: dict) -> str:
         "tconv's (above 1: tconv faster). roofline = the H100 SXM lower bound / time "
         "(`tconv._roofline`: 989 TFLOP/s fp16/bf16, 494 TF32, 67 fp32 IEEE, 3.35 TB/s). "
         "error = ||tconv - reference|| / ||reference|| of the pass's main result, the reference "
-        "in float64 from the same inputs (`gpu_cases.reference`).",
+        "in float64 from the same inputs (`gpu_cases.reference`). graph ms = the median of the "
+        "pass replayed from a CUDA graph: the GPU's own time, without the host's launch work "
+        "(- where not taken). tconv config = the autotuner's tile for the pass's GEMM kernel.",
         "",
         "## Geometric mean of x cuDNN",
         "",
@@ -170,8 +209,9 @@ def render_markdown(report: dict) -> str:
         "## Every case",
         "",
         "| layer | precision | pass | tconv ms | cuDNN ms | tconv TFLOP/s | cuDNN TFLOP/s | "
-        "x cuDNN | tconv roofline | cuDNN roofline | bound | error |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "x cuDNN | tconv roofline | cuDNN roofline | bound | error | tconv graph ms | "
+        "cuDNN graph ms | tconv config |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -179,7 +219,9 @@ def render_markdown(report: dict) -> str:
             f"{r['tconv_triton_s'] * 1e3:.3f} | {r['torch_cudnn_s'] * 1e3:.3f} | "
             f"{r['tconv_triton_tflops']:.1f} | {r['torch_cudnn_tflops']:.1f} | "
             f"{r['speedup_vs_cudnn']:.2f} | {r['tconv_triton_roofline']:.0%} | "
-            f"{r['torch_cudnn_roofline']:.0%} | {r['bound']} | {r['relative_error']:.1e} |")
+            f"{r['torch_cudnn_roofline']:.0%} | {r['bound']} | {r['relative_error']:.1e} | "
+            f"{_ms(r.get('tconv_triton_graph_s'))} | {_ms(r.get('torch_cudnn_graph_s'))} | "
+            f"{r.get('tconv_config', '-')} |")
     return "\n".join(lines) + "\n"
 
 

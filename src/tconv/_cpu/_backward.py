@@ -36,9 +36,9 @@ from array_api_compat import (array_namespace, device, is_jax_namespace, is_nump
                               is_torch_namespace)
 
 from .._spec import ConvTransposeSpec
-from ._arrays import (add_into, by_group, compute_dtype, empty, from_channels_last, grouped_matmul,
-                      in_caller_layout, itemsize, kernel_by_group, pixels_by_group, Scratch,
-                      set_into, to_channels_last, zeros)
+from ._arrays import (Scratch, add_into, by_group, compute_dtype, empty, from_channels_last,
+                      grouped_matmul, in_caller_layout, itemsize, kernel_by_group,
+                      pixels_by_group, set_into, to_channels_last, zeros)
 from ._blas import InOrder, matmul, on_one_blas_thread, share
 from ._placement import cells_by_stride
 from ._tuning import (Tuning, backward_by_cells, backward_by_shifts, backward_cells_budget,

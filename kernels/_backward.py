@@ -23,8 +23,9 @@ import triton.language as tl
 from ._autotune import INTERPRETED, autotune_gemm
 from ._common import (block_range, grouped_tile, inside, inside_depth, load_pixels,
                       multiply_accumulate, split_pixel, split_slice)
-from ._host import (accumulator, accumulator_dtype, as_volume, axis_strides, empty_image,
-                    gemm_geometry, gemm_grid, needs_64bit_index, unit_channel_stride, volume)
+from ._host import (accumulator, accumulator_dtype, as_volume, axis_strides, ceil_div,
+                    empty_image, gemm_geometry, gemm_grid, needs_64bit_index,
+                    unit_channel_stride, volume)
 
 # Programs per SM a split reduction aims for, and the least work one split is worth (CONTRIBUTING,
 # Tuning notes).
@@ -211,13 +212,13 @@ def _processors(tensor: torch.Tensor) -> int:
 def reduction_splits(programs: int, length: int, min_per_split: int, processors: int) -> int:
     """How many slices to cut a reduction of ``length`` into so that ``programs`` tiles fill the
     GPU, keeping at least ``min_per_split`` items per slice."""
-    wanted = triton.cdiv(_PROGRAMS_PER_SM * processors, programs)
+    wanted = ceil_div(_PROGRAMS_PER_SM * processors, programs)
     return max(1, min(wanted, length // min_per_split))
 
 
 def _sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     length = out.numel()
-    _sum_partials_kernel[(triton.cdiv(length, _SUM_BLOCK),)](
+    _sum_partials_kernel[(ceil_div(length, _SUM_BLOCK),)](
         partials, out, partials.shape[0], length, ACC=accumulator(out.dtype), BLOCK=_SUM_BLOCK)
     return out
 
@@ -254,8 +255,8 @@ def wgrad(dy, x, spec):
     dy = unit_channel_stride(dy, spec.data_format)
     x = unit_channel_stride(x, spec.data_format)
     gemm_k = spec.batch * math.prod(geometry.in_size)
-    tiles = (triton.cdiv(spec.filters_per_group, _NOMINAL_TILE)
-             * triton.cdiv(spec.channels_per_group, _NOMINAL_TILE) * geometry.taps * spec.groups)
+    tiles = (ceil_div(spec.filters_per_group, _NOMINAL_TILE)
+             * ceil_div(spec.channels_per_group, _NOMINAL_TILE) * geometry.taps * spec.groups)
     splits = reduction_splits(tiles, gemm_k, _MIN_PIXELS_PER_SPLIT, _processors(x))
     dkernel = x.new_empty(spec.kernel_shape)
     partials = x.new_empty((splits, *spec.kernel_shape), dtype=accumulator_dtype(x.dtype))
@@ -282,10 +283,10 @@ def bias_grad(dy, spec):
     """dbias (filters,) in dy's dtype: dy summed over batch and space."""
     geometry = volume(spec)
     rows = spec.batch * math.prod(geometry.out_size)
-    block_f = min(128, triton.next_power_of_2(spec.filters))
-    filter_blocks = triton.cdiv(spec.filters, block_f)
+    block_f = min(128, 1 << (spec.filters - 1).bit_length())   # the next power of 2
+    filter_blocks = ceil_div(spec.filters, block_f)
     splits = reduction_splits(filter_blocks, rows, _MIN_ROWS_PER_SPLIT, _processors(dy))
-    rows_per_split = triton.cdiv(rows, splits)
+    rows_per_split = ceil_div(rows, splits)
     dbias = dy.new_empty((spec.filters,))
     partials = dy.new_empty((splits, spec.filters), dtype=accumulator_dtype(dy.dtype))
     dy_volume = as_volume(dy, spec)

@@ -26,7 +26,7 @@ import triton.language as tl
 from ._autotune import autotune_gemm
 from ._common import (block_range, grouped_tile, inside, inside_depth, load_pixels,
                       multiply_accumulate, split_pixel)
-from ._host import (as_volume, axis_strides, empty_image, gemm_geometry, gemm_grid,
+from ._host import (as_volume, axis_strides, ceil_div, empty_image, gemm_geometry, gemm_grid,
                     unit_channel_stride, volume)
 
 
@@ -147,7 +147,7 @@ def forward(x, kernel, bias, spec):
     if y.numel() == 0:
         return y
     geometry = volume(spec)
-    per_phase = [triton.cdiv(size, stride)
+    per_phase = [ceil_div(size, stride)
                  for size, stride in zip(geometry.out_size, geometry.strides)]
     gemm_m = spec.batch * math.prod(per_phase)
     x = unit_channel_stride(x, spec.data_format)

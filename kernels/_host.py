@@ -3,11 +3,11 @@ kernels' launch grid and geometry keywords."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
-import triton
 import triton.language as tl
 
 _INT32_LIMIT = 2**31
@@ -37,8 +37,10 @@ class Volume:
         return math.prod(self.kernel)
 
 
+@functools.lru_cache(maxsize=256)
 def volume(spec) -> Volume:
-    """The (depth, height, width) geometry of ``spec``, of any rank."""
+    """The (depth, height, width) geometry of ``spec``, of any rank (kept per spec: a launch's
+    host work is on the critical path of small passes)."""
     units = 3 - spec.rank
 
     def padded(values, unit):
@@ -121,27 +123,40 @@ def gemm_geometry(geometry: Volume, dtype: torch.dtype, *tensors: torch.Tensor) 
     """The keywords every implicit-GEMM kernel takes: kernel size, strides, dilation per axis
     (depth, height, width), whether depth is walked, accumulator, product precision and index
     width."""
+    return dict(_geometry_keywords(geometry), ACC=accumulator(dtype),
+                INPUT_PRECISION=input_precision(dtype), INDEX_64=needs_64bit_index(*tensors))
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry_keywords(geometry: Volume) -> dict:
+    """:func:`gemm_geometry`'s keywords fixed by the geometry (the caller copies the dict)."""
     return dict(
         **{f"K{axis}": size for axis, size in zip("DHW", geometry.kernel)},
         **{f"STRIDE_{axis}": stride for axis, stride in zip("DHW", geometry.strides)},
         **{f"DIL_{axis}": dilation for axis, dilation in zip("DHW", geometry.dilation)},
         DEPTH=geometry.depth_walked,
-        ACC=accumulator(dtype), INPUT_PRECISION=input_precision(dtype),
-        INDEX_64=needs_64bit_index(*tensors),
     )
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``triton.cdiv`` for the host: triton's is a ``constexpr_function`` (3.9), whose wrapper
+    costs microseconds a call on every launch."""
+    return -(-a // b)
 
 
 def gemm_grid(gemm_m: int, gemm_n: int, *batches: int):
     """The launch grid of a GEMM kernel: axis 0 the ``BLOCK_M x BLOCK_N`` tiles of the autotuned
     config, then ``batches`` (phases, taps, groups, splits: each kernel's own)."""
     def grid(meta):
-        return (triton.cdiv(gemm_m, meta["BLOCK_M"]) * triton.cdiv(gemm_n, meta["BLOCK_N"]),
+        return (ceil_div(gemm_m, meta["BLOCK_M"]) * ceil_div(gemm_n, meta["BLOCK_N"]),
                 *batches)
     return grid
 
 
 def _span(tensor: torch.Tensor) -> int:
     """One past the largest element offset the tensor's strides reach."""
+    if tensor.is_contiguous():
+        return tensor.numel()
     if tensor.numel() == 0:
         return 0
     return 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape,

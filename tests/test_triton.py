@@ -243,6 +243,22 @@ def test_config_pruning_keeps_the_dtype_path_and_fitting_tiles():
     assert kept and all(c in _autotune.FMA_CONFIGS for c in kept)
 
 
+def test_64bit_index_is_chosen_by_the_offsets_a_tensor_reaches():
+    """``INDEX_64`` where an offset reaches 2**31: contiguous tensors by their size, views by the
+    span their strides reach (meta tensors: shapes and strides, no memory)."""
+    from tconv.kernels._host import needs_64bit_index
+
+    def meta(*shape):
+        return torch.empty(shape, device="meta")
+
+    assert not needs_64bit_index(meta(2**31 - 1), None)
+    assert needs_64bit_index(meta(2, 2**30))
+    assert not needs_64bit_index(meta(0, 2**31))
+    narrow = meta(2**16, 2**15 + 1)[:, :1]   # 65536 elements, the last at 65535 * 32769 > 2**31
+    assert not narrow.is_contiguous() and needs_64bit_index(narrow)
+    assert not needs_64bit_index(meta(2**16, 2**15)[:, :1])
+
+
 def test_strided_views_are_read_through_their_strides():
     """Non-contiguous NHWC views (unit channel stride) go to the kernels uncopied."""
     rng = np.random.default_rng(3)

@@ -346,13 +346,12 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec):
     """The forward on torch tensors: differentiable, traceable, exportable."""
     if _in_onnx_export():
         return _onnx_conv_transpose(x, kernel, bias, spec)
-    if _differentiated(x, kernel, bias):
-        return _ConvTranspose.apply(x, kernel, bias, *_op_options(spec))
-    return conv2d_transpose_op(x, kernel, bias, *_op_options(spec))
+    run = _ConvTranspose.apply if _differentiated(x, kernel, bias) else conv2d_transpose_op
+    return run(x, kernel, bias, *_op_options(spec))
 
 
 def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec):
     """The explicit backward on torch tensors, differentiable and traceable."""
-    if _differentiated(dy, x, kernel):
-        return _ConvTransposeBackward.apply(dy, x, kernel, *_op_options(spec))
-    return conv2d_transpose_backward_op(dy, x, kernel, *_op_options(spec))
+    run = (_ConvTransposeBackward.apply if _differentiated(dy, x, kernel)
+           else conv2d_transpose_backward_op)
+    return run(dy, x, kernel, *_op_options(spec))

@@ -217,6 +217,7 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
     dy_flat, x_rows = xp.reshape(dy, (-1,)), xp.reshape(x, (-1, channels))
     dx = empty(xp, (batch * length, channels), work, device(x))
     dkernel = zeros(xp, (shifts, cell, channels), work, device(x))
+    scratch = Scratch()                 # the pieces' shift products and edge windows
     # Runs of images share one flat row stride only where an image of dy is length cells long.
     pixels = tuning.piece_pixels or batch * length
     for n0, n1, r0, r1 in input_pieces(spec, pixels if out == length * s else min(pixels, length)):
@@ -228,7 +229,8 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
             cells = [xp.reshape(dy_flat[offset + delta * cell:
                                         offset + (delta + stop - first) * cell],
                                 (stop - first, cell)) for delta in range(shifts)]
-            dx = _multiply_shifts_into(xp, dx, slice(first, stop), cells, kernel_shifts)
+            dx = _multiply_shifts_into(xp, dx, slice(first, stop), cells, kernel_shifts,
+                                       scratch)
             rows = x_rows[first:stop, ...]
             parts = [grouped_matmul(xp, xp.matrix_transpose(cells[delta])[None, ...],
                                     rows[None, ...])[0, ...] for delta in range(shifts)]
@@ -250,7 +252,7 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
         # The pixels whose windows cross their image's edge, by their zero-padded windows.
         for e0, e1 in ((r0, min(r1, lo)), (max(r0, hi), r1)):
             if e0 < e1:
-                windows = _windows(xp, dy, spec, n0, n1, e0, e1, Scratch())[0, ...]  # (pixels, k*F)
+                windows = _windows(xp, dy, spec, n0, n1, e0, e1, scratch)[0, ...]  # (pixels, k*F)
                 dx_images = set_into(xp, xp.reshape(dx, (batch, length, channels)),
                                      (slice(n0, n1), slice(e0, e1), slice(None)),
                                      xp.reshape(matmul(xp, windows, kernel_rows),
@@ -265,17 +267,16 @@ def _backward_by_shifts(xp, dy, x, kernel, spec: ConvTransposeSpec, tuning: Tuni
     return dx, xp.reshape(dkernel, spec.kernel_shape)
 
 
-def _multiply_shifts_into(xp, dx, rows, cells, kernel_shifts):
+def _multiply_shifts_into(xp, dx, rows, cells, kernel_shifts, scratch: Scratch):
     """``dx[rows] = sum over shifts of cells[delta] @ kernel_shifts[delta]``: NumPy by BLAS into
-    the rows themselves (one more product for each later shift, added), torch by ``addmm_``
-    accumulating there; elsewhere the sum is set."""
+    the rows themselves (one more product for each later shift, in ``scratch``, added), torch by
+    ``addmm_`` accumulating there; elsewhere the sum is set."""
     if is_numpy_namespace(xp):
         target = dx[rows, ...]
         matmul(xp, cells[0], kernel_shifts[0, ...], out=target)
-        scratch = None
         for delta in range(1, len(cells)):
-            scratch = matmul(xp, cells[delta], kernel_shifts[delta, ...], out=scratch)
-            target += scratch
+            target += matmul(xp, cells[delta], kernel_shifts[delta, ...], out=scratch.view(
+                xp, "products", target.shape, target.dtype, device(target)))
         return dx
     if is_torch_namespace(xp):
         target = dx[rows, ...]

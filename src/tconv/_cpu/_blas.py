@@ -235,4 +235,3 @@ def _forget_threads():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
-

@@ -228,7 +228,7 @@ def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:
     products buffer (``mm(out=)``; a set-once forward, the other side of
     :func:`multiplies_into_output`, with the bias in the GEMM: ``addmm(out=)``) instead of the
     array-API way, a products array per piece (and the bias in a pass of its own): a fresh tensor
-    per piece took new heap each piece (:func:`._arrays.reused`; dcgan_g2's forward+backward 114
+    per piece took new heap each piece (:class:`._arrays.Scratch`; dcgan_g2's forward+backward 114
     -> 81 MB with the backward's reused windows). Groups take the array-API path."""
     return is_torch_namespace(xp) and spec.groups == 1
 

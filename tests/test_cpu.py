@@ -2,6 +2,7 @@
 installed namespace; and against torch autograd of ``conv_transpose2d``."""
 
 import functools
+import time
 
 import numpy as np
 import pytest
@@ -397,10 +398,38 @@ def test_results_are_bitwise_identical_whatever_the_thread_count(xp, path, monke
            "bands": functools.partial(_run_tuned, _cpu.Tuning(piece_pixels=64))}.get(path, _run)
     with _limited(namespace, 1):
         one = run(xp, *case)
-    with _limited(namespace, 2):
-        two = run(xp, *case)
-    for a, b in zip(one, two):
-        np.testing.assert_array_equal(a, b)
+    for threads in (2, 4):      # 4: NumPy's two pieces each share their GEMM over two threads
+        with _limited(namespace, threads):
+            more = run(xp, *case)
+        for a, b in zip(one, more):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_work_handed_out_shares_its_own_over_the_threads_left():
+    """Two pieces on four threads: each piece's nested work (its GEMM's blocks) goes over two
+    threads, so all four compute; on two threads each piece's work stays on its thread."""
+    import threading
+
+    def run(threads):
+        seen, lock = {}, threading.Lock()
+
+        def piece(number):
+            def block(_):
+                with lock:
+                    seen.setdefault(number, set()).add(threading.get_ident())
+                time.sleep(0.01)            # long enough that no thread takes every block
+            _blas.share(block, range(8))
+
+        _blas._local.threads = threads
+        try:
+            _blas.share(piece, range(2))
+        finally:
+            _blas._local.threads = None
+        return seen
+
+    assert sorted(map(len, run(4).values())) == [2, 2]
+    assert len(set().union(*run(4).values())) == 4
+    assert sorted(map(len, run(2).values())) == [1, 1]
 
 
 # (a, b) shapes that _blas cuts by rows, by columns, by runs of the reduction, and stacks by

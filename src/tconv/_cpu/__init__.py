@@ -106,7 +106,7 @@ def conv2d_transpose(x, kernel, bias, spec: ConvTransposeSpec, *, tuning=Tuning(
         n0, n1, r0, r1 = piece
         placement.add(x[n0:n1, r0:r1, ...], kernel, n0, r0)
 
-    chosen = pieces(spec, tuning, bytes_per_pixel, forward_budget(xp))
+    chosen = pieces(spec, tuning, bytes_per_pixel, forward_budget(xp, spec, bytes_per_pixel))
     for turn in disjoint_turns(spec, chosen):
         share(place, turn)
     return placement.output(out_dtype)

@@ -43,7 +43,8 @@ MIN_DEPTH = 1024
 
 _turn = threading.Lock()      # one NumPy call at a time computes (see the module docstring)
 # Per thread: ``threads``, the threads share() hands work out over, set while the thread computes
-# a NumPy call (the caller's BLAS limit) or work handed out to it (1, so nested work stays on it).
+# a NumPy call (the caller's BLAS limit) or work handed out to it (its share of those: 1, so
+# nested work stays on it, unless there were fewer items than threads).
 _local = threading.local()
 _pool = None
 _pool_workers = 0
@@ -164,19 +165,24 @@ def _multiple(count: int, tile: int) -> int:
 def share(work, items):
     """``work(item)`` for every item (blocks of a GEMM, or pieces of a layer whose writes do not
     meet), on the calling thread and as many workers as its NumPy call allows more, each taking
-    the next item when done with one; outside a NumPy call, or nested in handed-out work, on the
-    calling thread alone."""
+    the next item when done with one; outside a NumPy call on the calling thread alone. Work
+    handed out shares its own nested work over the threads its share leaves (none, where there
+    are at least as many items as threads)."""
     items = list(items)
-    helpers = min(_threads_here() or 1, len(items)) - 1
+    threads = _threads_here() or 1
+    helpers = min(threads, len(items)) - 1
     if helpers <= 0:
         for item in items:
             work(item)
         return
+    # Fewer items than threads (two pieces of a layer on many cores): each item's own work
+    # (its GEMM's blocks) goes over its share of the threads left.
+    nested = threads // (helpers + 1)
     remaining = iter(items)
     take = threading.Lock()
 
     def drain():
-        before, _local.threads = _threads_here(), 1
+        before, _local.threads = _threads_here(), nested
         try:
             while True:
                 with take:
@@ -187,7 +193,8 @@ def share(work, items):
         finally:
             _local.threads = before
 
-    futures = [_workers(helpers).submit(drain) for _ in range(helpers)]
+    pool = _workers(threads - 1)
+    futures = [pool.submit(drain) for _ in range(helpers)]
     try:
         drain()
     finally:
@@ -218,7 +225,8 @@ class InOrder:
 
 
 def _workers(count: int) -> ThreadPoolExecutor:
-    """The pool, with at least ``count`` workers (called while holding the turn)."""
+    """The pool, with at least ``count`` workers (called while holding the turn: a top-level
+    :func:`share` sizes it for every thread of the call, so nested ones never grow it)."""
     global _pool, _pool_workers
     if _pool_workers < count:
         if _pool is not None:

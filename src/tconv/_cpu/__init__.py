@@ -58,7 +58,9 @@ return.
 NumPy's GEMMs go in blocks fixed by their shapes, one BLAS thread each, shared out over the
 threads the caller allows (:mod:`._blas`), so the bits do not depend on the thread count; the
 forward's pieces go over the same threads, in turns of pieces whose outputs do not meet
-(:func:`._tuning.disjoint_turns`), so NumPy's adds run on every thread too.
+(:func:`._tuning.disjoint_turns`), at least two a turn where the products allow
+(:func:`._tuning.forward_budget`), so NumPy's adds run on every thread too; a piece shares its
+own GEMM's blocks over the threads the pieces leave.
 
 Modules: ``_blas`` (NumPy's GEMMs in fixed blocks), ``_arrays`` (layouts, dtype rule, buffers on
 huge pages, writes, the grouped GEMM),

@@ -268,7 +268,7 @@ class TapsOutermost:
     few."""
 
     def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
-        self.xp, self.spec = xp, spec
+        self.xp, self.spec, self.device = xp, spec, device_
         blocks = [tap_blocks(k, s, d)
                   for k, s, d in zip(spec.kernel_size, spec.strides, spec.dilation_rate)]
         # Per axis, each tap's (tap, shift, residue).
@@ -306,5 +306,13 @@ class TapsOutermost:
         full = self.xp.reshape(self.full, (spec.filters, spec.batch, *(
             cells * stride for cells, stride in zip(self.cells, spec.strides))))
         cropped = full[(slice(None), slice(None), *_crop(spec))]
-        return in_caller_layout(self.xp, self.xp.permute_dims(
-            cropped, (*range(1, spec.rank + 2), 0)), spec, out_dtype)
+        if spec.data_format == "channels_first":
+            return in_caller_layout(self.xp, self.xp.permute_dims(
+                cropped, (*range(1, spec.rank + 2), 0)), spec, out_dtype)
+        # Channels-last, one copy per filter: a copy of the whole moves runs of its few filters
+        # (pix2pix_out's 3: 0.53 -> 0.09 ms).
+        out = empty(self.xp, spec.output_shape, out_dtype, self.device)
+        for f in range(spec.filters):
+            out = set_into(self.xp, out, (..., f),
+                           self.xp.astype(cropped[f, ...], out_dtype, copy=False))
+        return out

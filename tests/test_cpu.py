@@ -179,6 +179,19 @@ def _check_pieces_and_layout(xp, taps_outermost, piece, g):
         np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-10, atol=1e-10)
 
 
+@in_place_namespaces
+@pytest.mark.parametrize("filters", [3, _tuning.FEW_FILTERS, _tuning.FEW_FILTERS + 1])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_taps_outermost_copies_by_filter_or_whole(xp, filters, data_format):
+    """Taps outermost, a few filters go one at a time (result copy, window gather, bias
+    gradient), more in one pass: both against the reference, in pieces of one row and whole."""
+    g = dict(batch=2, size=(5, 6), kernel_size=(3, 4), in_channels=5, filters_per_group=filters,
+             groups=1, strides=(2, 2), dilation_rate=(1, 1), padding="same",
+             output_padding=None, data_format=data_format, use_bias=True)
+    for piece in ("row", "image"):
+        _check_pieces_and_layout(xp, True, piece, g)
+
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_outputs_are_contiguous_in_the_callers_layout(data_format):
     """Both layouts of the full output end as one C-contiguous array, as TF and torch return."""

@@ -42,8 +42,8 @@ from ._arrays import (Scratch, add_into, by_group, compute_dtype, empty, from_ch
 from ._blas import InOrder, matmul, on_one_blas_thread, share
 from ._placement import cells_by_stride
 from ._tuning import (Tuning, backward_by_cells, backward_by_shifts, backward_cells_budget,
-                      backward_windows_budget, input_pieces, pieces, pieces_make_no_tensors,
-                      taps_outermost)
+                      backward_windows_budget, few_filters, input_pieces, pieces,
+                      pieces_make_no_tensors, taps_outermost)
 
 
 @on_one_blas_thread
@@ -54,10 +54,11 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     work = compute_dtype(xp, out_dtype)
     dy = xp.astype(to_channels_last(xp, dy, spec), work, copy=False)
     x = xp.astype(to_channels_last(xp, x, spec), work, copy=False)
+    by_filter = taps_outermost(xp, spec, tuning) and few_filters(spec)
     if backward_by_cells(xp, spec, tuning):
         dx, dkernel = _backward_by_cells(xp, dy, x, xp.astype(kernel, work, copy=False), spec,
                                          tuning, work, out_dtype)
-        dbias = _bias_gradient(xp, dy, spec, tuning)
+        dbias = _bias_gradient(xp, dy, spec, by_filter)
         return (dx, xp.astype(dkernel, out_dtype, copy=False),
                 xp.astype(dbias, out_dtype, copy=False))
     if backward_by_shifts(xp, spec, tuning):
@@ -68,7 +69,7 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
         # recomputed by them; a forced choice, or a traced JAX array, keeps its own.
         if (tuning.backward_by_shifts or is_jax_namespace(xp)
                 or bool(xp.all(xp.isfinite(dkernel)))):
-            dbias = _bias_gradient(xp, dy, spec, tuning)
+            dbias = _bias_gradient(xp, dy, spec, by_filter)
             return (dx, xp.astype(dkernel, out_dtype, copy=False),
                     xp.astype(dbias, out_dtype, copy=False))
     kernel_rows = kernel_by_group(xp, xp.astype(kernel, work, copy=False), spec.groups)
@@ -76,7 +77,6 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     chosen = pieces(spec, tuning, bytes_per_pixel,
                     backward_windows_budget(xp, spec, bytes_per_pixel, itemsize(xp, work)))
     whole = len(chosen) == 1 and spec.data_format == "channels_last"
-    taps_outer = taps_outermost(xp, spec, tuning)
     dx = None if whole else empty(xp, spec.input_shape, out_dtype, device(x))
     dkernel = InOrder()                       # (G, taps*Fg, Cg), summed over the pieces
     torch_dkernel = None                      # torch's instead, summed by addmm_ (_torch_piece)
@@ -86,7 +86,7 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
         nonlocal dx, torch_dkernel
         index, (n0, n1, r0, r1) = numbered
         windows = _windows(xp, dy, spec, n0, n1, r0, r1, scratch,  # (G, pixels, taps*Fg)
-                           taps_outer and spec.groups == 1)
+                           by_filter and spec.groups == 1)
         if pieces_make_no_tensors(xp, spec) and not whole:     # torch: one thread, in order
             torch_dkernel = _torch_piece(xp, windows[0, ...], kernel_rows[0, ...],
                                          x[n0:n1, r0:r1, ...], dx, torch_dkernel, scratch, spec,
@@ -111,16 +111,15 @@ def conv2d_transpose_backward(dy, x, kernel, spec: ConvTransposeSpec, *, tuning=
     dkernel = xp.reshape(dkernel, (spec.groups, *spec.kernel_size, spec.filters_per_group, -1))
     dkernel = xp.permute_dims(dkernel, (*range(1, spec.rank + 2), 0, spec.rank + 2))
     dkernel = xp.reshape(dkernel, spec.kernel_shape)
-    dbias = _bias_gradient(xp, dy, spec, tuning)
+    dbias = _bias_gradient(xp, dy, spec, by_filter)
     return dx, xp.astype(dkernel, out_dtype, copy=False), xp.astype(dbias, out_dtype, copy=False)
 
 
-def _bias_gradient(xp, dy, spec: ConvTransposeSpec, tuning: Tuning):
-    """``dy`` (channels-last) summed over all but its filters; where the forward takes taps
-    outermost (a few filters), one sum per filter: a sum over the other axes at once adds rows of
-    those few values (pix2pix_out's 3 filters: 1.38 -> 0.07 ms)."""
+def _bias_gradient(xp, dy, spec: ConvTransposeSpec, by_filter: bool):
+    """``dy`` (channels-last) summed over all but its filters, ``by_filter`` one filter at a
+    time (:func:`._tuning.few_filters`; pix2pix_out's 3 filters: 1.38 -> 0.07 ms)."""
     axes = tuple(range(spec.rank + 1))
-    if not taps_outermost(xp, spec, tuning):
+    if not by_filter:
         return xp.sum(dy, axis=axes)
     return xp.stack([xp.sum(dy[..., f], axis=axes) for f in range(spec.filters)])
 
@@ -392,7 +391,7 @@ def _windows(xp, dy, spec: ConvTransposeSpec, n0, n1, r0, r1, scratch: Scratch,
     """The ``dy`` values each input pixel of the piece meets, (G, pixels, taps*Fg), on NumPy and
     torch in ``scratch``; with ``taps_outer`` (one group), the transposed view of a ``(taps*F,
     pixels)`` buffer, whose copies move runs of the image width where a few filters innermost
-    would move runs of a few values (the forward's :func:`._tuning.taps_outermost`).
+    would move runs of a few values (:func:`._tuning.few_filters`).
 
     Along each axis, input index ``i`` meets full-output index ``i*s + t*d``, index ``i*s + t*d
     - pad_before`` of ``dy``. NumPy and torch copy each tap's strided slice of ``dy`` into the

@@ -15,10 +15,13 @@ from .._spec import ConvTransposeSpec
 # products of the whole batch in memory, placing them cost more than the GEMM on the benchmark
 # layers; in cache-sized pieces the GEMM runs as fast (or faster) and placing costs a fraction.
 CACHE_BYTES = 8 * 2**20
-# Products of a forward piece on NumPy worth a thread of their own (see forward_budget): down to
-# this, two pieces a turn placed on two threads beat one piece whose adds run on one thread
-# while the other waits.
-SHARED_PIECE_BYTES = 2**19
+# Products of a forward piece on NumPy worth a thread of their own (see forward_budget): from
+# this up, two pieces a turn placed on two threads beat one piece whose adds run on one thread
+# while the other waits; smaller pieces cost more in calls and turns than they share.
+SHARED_PIECE_BYTES = 2**20
+# A taps-outermost layer with at most this many filters copies one filter at a time (see
+# few_filters).
+FEW_FILTERS = 8
 # JAX cannot add into a buffer in place (outside jit each piece would copy the whole output), so
 # it runs in one piece unless the products exceed this memory bound.
 WORKSPACE_BYTES = 256 * 2**20
@@ -208,6 +211,17 @@ def taps_outermost(xp, spec: ConvTransposeSpec, tuning: Tuning) -> bool:
             and spec.filters_per_group * spec.strides[-1] < spec.in_spatial[-1])
 
 
+def few_filters(spec: ConvTransposeSpec) -> bool:
+    """Whether a taps-outermost layer (:func:`taps_outermost`) copies its result, gathers its
+    backward's windows and sums its bias gradient one filter at a time: a copy or sum with a few
+    filters innermost moves runs of those few values. NumPy, ``(1, 256, 256, F)`` float32, ms,
+    one pass with filters innermost / one per filter: result copy F=3 0.34 / 0.08, F=8 0.53 /
+    0.34, F=16 0.75 / 1.33; bias gradient F=3 1.34 / 0.10, F=16 1.85 / 1.11; window gather (16
+    taps) F=3 2.2 / 0.7, F=16 10.1 / 7.3; at 64 filters (cvae_d1 on 256^2 images) the per-filter
+    copies' strided writes took the forward from 135 to 280 ms."""
+    return spec.filters <= FEW_FILTERS
+
+
 def multiplies_into_output(xp, spec: ConvTransposeSpec) -> bool:
     """Whether a set-once forward lets NumPy's ``matmul(out=)`` write the products straight into
     the output (one small GEMM per row of the first axes, ``W`` rows each) instead of one GEMM
@@ -240,16 +254,18 @@ def multiplies_into_scratch(xp, spec: ConvTransposeSpec) -> bool:
 def forward_budget(xp, spec: ConvTransposeSpec, bytes_per_pixel: int) -> int:
     """Products per forward piece: a cache size; on NumPy, whose pieces go over the caller's
     threads in turns (:func:`disjoint_turns`), at most the size that puts two pieces in every
-    turn, down to :data:`SHARED_PIECE_BYTES`: a layer of one piece (or of bands meeting their
-    neighbours, one a turn) adds its products on one thread while the others wait. NumPy, 2
-    threads, wall, best of 10, 5 interleaved rounds, one cache size -> two a turn, median ms:
-    cvae_d1 1.45 -> 1.35, dcgan_g3 6.4 -> 5.8, pix2pix_out 6.2 -> 5.7, pix2pix_u6 24.4 -> 22.3,
-    hifigan_up1 21.5 -> 19.3."""
+    turn where those hold :data:`SHARED_PIECE_BYTES` or more: a layer of one piece (or of bands
+    meeting their neighbours, one a turn) adds its products on one thread while the others
+    wait. NumPy, 2 threads, wall, median of 12-25 interleaved round bests, ms, one cache size
+    -> two a turn: dcgan_g3 7.1 -> 6.3 and 8.4 -> 6.8, pix2pix_u6 31.3 -> 25.4, cvae_d1 and
+    hifigan_up1 even; with pieces of 0.4-0.6 MB, bands of dcgan_g2 on 16^2 images (1.6-2.1 ->
+    2.7-3.3) and cvae_d1 on 32^2 (1.5-1.6 -> 1.6-2.2) lost."""
     if is_jax_namespace(xp):
         return WORKSPACE_BYTES
-    if not is_numpy_namespace(xp):
-        return CACHE_BYTES
-    return min(CACHE_BYTES, max(SHARED_PIECE_BYTES, bytes_per_pixel * _two_a_turn(spec)))
+    shared = bytes_per_pixel * _two_a_turn(spec)
+    if is_numpy_namespace(xp) and shared >= SHARED_PIECE_BYTES:
+        return min(CACHE_BYTES, shared)
+    return CACHE_BYTES
 
 
 def _two_a_turn(spec: ConvTransposeSpec) -> int:

@@ -40,7 +40,8 @@ outputs there than the definition says: a measured choice of either takes a fini
 non-finite one goes to the placements).
 
 Backward (:mod:`._backward`): one gather of ``dy`` windows per piece (each tap's strided slice
-of ``dy`` copied into one buffer every piece reuses, zeros where it falls outside ``dy``) feeds
+of ``dy`` copied into one buffer every piece reuses, zeros where it falls outside ``dy``; taps
+outermost where the forward takes them with a few filters, :func:`._tuning.few_filters`) feeds
 the ``dx`` and ``dkernel`` GEMMs; on torch a piece makes no tensor at all (``dx`` rows multiplied
 into ``dx``, ``dkernel`` summed by ``addmm_``: a tensor per piece took new heap each piece, see
 :class:`._arrays.Scratch`), so its pieces hold at most a cache size of windows

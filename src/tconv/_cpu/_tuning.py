@@ -44,7 +44,8 @@ TORCH_ADDS_SPEEDUP = 1.25
 class Tuning:
     """``piece_pixels``: input pixels per piece (runs of whole images when one fits, else bands
     along the first spatial axis of one image; by phase, windows instead of input pixels);
-    ``taps_outermost``: the forward's products layout; ``by_phase``: the forward by stride phase
+    ``taps_outermost``: the forward's products layout (and, with a few filters, the backward's
+    windows: :func:`few_filters`); ``by_phase``: the forward by stride phase
     (:mod:`._phases`) instead of multiply-then-place; ``by_cells``: the forward by cells
     (:mod:`._cells`; by cells, ``piece_pixels`` counts cells); ``backward_by_cells``: the
     backward over cells of ``dy`` instead of windows (:mod:`._backward`); ``backward_by_shifts``:
@@ -367,5 +368,6 @@ def disjoint_turns(spec: ConvTransposeSpec, chosen):
 
 
 def _reach(spec: ConvTransposeSpec) -> int:
-    """Input rows past a band's last whose outputs its own last row's outputs meet."""
+    """How many input rows after a band's last row write outputs that row writes too: ``(k -
+    1)*d // s`` along the first spatial axis."""
     return (spec.kernel_size[0] - 1) * spec.dilation_rate[0] // spec.strides[0]

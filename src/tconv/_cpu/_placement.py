@@ -269,7 +269,7 @@ class TapsOutermost:
     few."""
 
     def __init__(self, xp, spec: ConvTransposeSpec, bias, dtype, device_):
-        self.xp, self.spec, self.device = xp, spec, device_
+        self.xp, self.spec = xp, spec
         blocks = [tap_blocks(k, s, d)
                   for k, s, d in zip(spec.kernel_size, spec.strides, spec.dilation_rate)]
         # Per axis, each tap's (tap, shift, residue).
@@ -310,8 +310,6 @@ class TapsOutermost:
         if spec.data_format == "channels_first" or not few_filters(spec):
             return in_caller_layout(self.xp, self.xp.permute_dims(
                 cropped, (*range(1, spec.rank + 2), 0)), spec, out_dtype)
-        out = empty(self.xp, spec.output_shape, out_dtype, self.device)
-        for f in range(spec.filters):
-            out = set_into(self.xp, out, (..., f),
-                           self.xp.astype(cropped[f, ...], out_dtype, copy=False))
-        return out
+        # Channels-last with a few filters: one copy per filter, runs of the image width.
+        return self.xp.stack([self.xp.astype(cropped[f, ...], out_dtype, copy=False)
+                              for f in range(spec.filters)], axis=-1)
